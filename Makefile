@@ -19,7 +19,7 @@ demo-quick: $(VENV)/.installed
 	$(VENV)/bin/jaxland reproduce --quick --out out/quick
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -34,7 +34,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, PyTree
 
 from ._losses import LossFn, get_loss
-from ._models import AbstractSkipLayers, NoSkipNet, SkipNet, TwoLayer, relu, relu_net
+from ._models import NoSkipNet, SkipNet, TwoLayer, relu, relu_net
 from ._objective import check_data, check_kappa
 from ._paths import AbstractPath, _combine
 from ._regularizer import regularizer
@@ -42,9 +42,9 @@ from ._regularizer import regularizer
 __all__ = ["Objective", "objective_fn", "evaluate_path", "check_ts", "default_memory_budget"]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The data objective
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 class Objective(eqx.Module):
@@ -103,9 +103,9 @@ def objective_fn(x: Array, y: Array, *, kappa=0.0, loss: str | LossFn = "mse") -
     return Objective(x, y, jnp.asarray(kappa, dtype), loss)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Validation and sizing
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def check_ts(ts, name: str = "ts") -> np.ndarray:
@@ -191,9 +191,9 @@ def _peak_bytes(jaxpr) -> int:
     return peak
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Per-point kernels
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 class _Batches(NamedTuple):
@@ -209,19 +209,23 @@ def _make_batches(x, y, batch_size: int | None, multiple: int = 1) -> tuple[_Bat
     B = N if batch_size is None else int(min(batch_size, N))
     B = int(math.ceil(B / multiple) * multiple)
     nb = int(math.ceil(N / B))
+    return _pad_batches(x, y, nb, B), B
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _pad_batches(x, y, nb: int, B: int) -> _Batches:
+    N = x.shape[0]
     pad = nb * B - N
     w = jnp.concatenate([jnp.ones((N,), x.dtype), jnp.zeros((pad,), x.dtype)])
 
     def padrows(a):
-        if pad == 0:
-            return a
         return jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])
 
     return _Batches(
         padrows(x).reshape(nb, B, *x.shape[1:]),
         padrows(y).reshape(nb, B, *y.shape[1:]),
         w.reshape(nb, B),
-    ), B
+    )
 
 
 def _objective_plain(obj: Objective, net, batches: _Batches, data_axis) -> Array:
@@ -328,9 +332,9 @@ def _structured_chunk(obj: Objective, basis, coef_fn, s, batches: _Batches, ax, 
     return total / obj.num_samples + jax.vmap(obj.penalty)(nets)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Driver
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _make_mesh(mesh, devices):
@@ -386,6 +390,11 @@ def _run_plain(fn, path, ts, data, batches, batch_size, mesh, data_axis):
 
 
 @eqx.filter_jit
+def _locate(path, ts):
+    return jax.vmap(path.locate)(ts)
+
+
+@eqx.filter_jit
 def _precompute_first_layer(basis, batches):
     return _first_layer(basis, batches)
 
@@ -433,9 +442,45 @@ def _chunked(run_chunk, ts_np: np.ndarray, chunk: int, mesh, dtype):
     return jax.tree.map(lambda *o: jnp.concatenate(o)[:Pn], *outs)
 
 
+def _bucket(k: int) -> int:
+    """The smallest number of the form 2^e or 3·2^e (e ≥ 0) that is ≥ k: chunk shapes come from a
+    short list (at most a third wasted on padding), so repeated calls with varying P (refinement
+    rounds, slices) reuse compiled kernels instead of compiling one per P."""
+    k = max(int(k), 1)
+    e = max(k - 1, 1).bit_length() - 1
+    for c in sorted({2**e, 3 * 2 ** (e - 1) if e else 1, 2 ** (e + 1)}):
+        if c >= k:
+            return c
+    return 2 ** (e + 1)  # pragma: no cover
+
+
+_TRACE_CACHE: dict = {}
+
+
+def _trace_key(dyn, static, batch_size, dtype):
+    """A hashable key for one point's trace (shapes and static parts), or None if unhashable."""
+    try:
+        key = (
+            jax.tree.structure(dyn),
+            tuple((l.shape, str(l.dtype)) for l in jax.tree.leaves(dyn)),
+            jax.tree.structure(static),
+            tuple(jax.tree.leaves(static)),
+            batch_size,
+            str(np.dtype(dtype)),
+        )
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _round_chunk(chunk: int, n_points_dev: int, P_total: int) -> int:
-    chunk = max(1, min(int(chunk), int(math.ceil(P_total / n_points_dev)) * n_points_dev))
-    return int(math.ceil(chunk / n_points_dev) * n_points_dev)
+    """Points per chunk: at most `chunk` (the memory cap), else all P points rounded up to a bucket;
+    always a multiple of the number of point devices."""
+    cap = max(1, int(chunk) // n_points_dev)
+    need = int(math.ceil(P_total / n_points_dev))
+    per_dev = cap if need > cap else min(cap, _bucket(need))
+    return per_dev * n_points_dev
 
 
 def evaluate_path(
@@ -466,7 +511,9 @@ def evaluate_path(
     - `data`: pytree of arrays with a common leading axis N, passed to `fn` (not with an `Objective`).
     - `batch_size`: rows per data batch (default: all N at once).
     - `chunk_size`: points per vmapped chunk (default: as many as fit in `memory_budget`). Results do
-      not depend on it beyond floating-point rounding.
+      not depend on it beyond floating-point rounding. When all P points fit in one chunk, the chunk
+      is P rounded up to the next 2^e or 3·2^e (padding by repeating the last t), so that calls with
+      varying P (refinement rounds, slices) reuse a few compiled kernels.
     - `memory_budget`: bytes one chunk may use per device (default `default_memory_budget()`); the
       per-point need is estimated from the traced computation (liveness over its jaxpr) or, on the
       structured path, from the layer sizes.
@@ -509,7 +556,8 @@ def evaluate_path(
 
     batches = None
     if isinstance(fn, Objective):
-        start = path.start
+        # shapes only: γ(0) is not computed (a long Concat would otherwise run eagerly op by op)
+        start = eqx.filter_eval_shape(path, jnp.asarray(0.0, dtype))
         check_data(start, fn.x, fn.y, fn.loss)
         bs = batch_size
         if data_axis is not None:
@@ -525,19 +573,31 @@ def evaluate_path(
         return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,
                                     n_pdev, n_ddev, dtype)
 
-    # plain evaluation: per-point memory from a liveness walk over one point's jaxpr
+    # plain evaluation: check what fn returns, and the per-point memory from a liveness walk over
+    # one point's jaxpr
+    dyn_all, static_all = eqx.partition((fn, path, data, batches), eqx.is_array)
+
+    def one_dyn(dyn, t):
+        f, p, d, b = eqx.combine(dyn, static_all)
+        return _plain_point(f, p, t, d, b, batch_size, None)
+
+    key = _trace_key(dyn_all, static_all, batch_size, dtype)
+    if key is None or key not in _TRACE_CACHE:
+        jaxpr, out_shape = jax.make_jaxpr(one_dyn, return_shape=True)(dyn_all,
+                                                                      jnp.asarray(0.5, dtype))
+        bad = [l.shape for l in jax.tree.leaves(out_shape) if l.shape != ()]
+        if bad:
+            raise ValueError(f"fn must return a scalar or a pytree of scalars for one parameter "
+                             f"point; got leaves of shapes {bad}")
+        entry = (_peak_bytes(jaxpr.jaxpr), out_shape)
+        if key is not None:
+            if len(_TRACE_CACHE) >= 64:
+                _TRACE_CACHE.pop(next(iter(_TRACE_CACHE)))
+            _TRACE_CACHE[key] = entry
+    else:
+        entry = _TRACE_CACHE[key]
     if chunk_size is None:
-        def one(t):
-            return _plain_point(fn, path, t, data, batches, batch_size, None)
-
-        dyn_path, static_path = eqx.partition((fn, path, data, batches), eqx.is_array)
-
-        def one_dyn(dyn, t):
-            f, p, d, b = eqx.combine(dyn, static_path)
-            return _plain_point(f, p, t, d, b, batch_size, None)
-
-        jaxpr = jax.make_jaxpr(one_dyn)(dyn_path, jnp.asarray(0.5, dtype))
-        per_point = max(_peak_bytes(jaxpr.jaxpr) // max(n_ddev, 1), 1)
+        per_point = max(entry[0] // max(n_ddev, 1), 1)
         # 2x safety: vmap may keep broadcast copies that the single-point trace does not show
         chunk_size = max(1, budget // (2 * per_point)) * n_pdev
     chunk = _round_chunk(chunk_size, n_pdev, Pn)
@@ -551,32 +611,43 @@ def evaluate_path(
 def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, data_axis, n_pdev,
                          n_ddev, dtype):
     pieces = path.pieces()
-    j, s = path.locate(jnp.asarray(ts_np, dtype))
+    j, s = _locate(path, jnp.asarray(ts_np, dtype))
     j, s = np.asarray(j), np.asarray(s)
     Pn = ts_np.shape[0]
     out = None
-    nb, B = batches.x.shape[0], batches.x.shape[1]
+    B = batches.x.shape[1]
+    work = []  # (indices, basis, coefficients, points per chunk allowed by the budget) per piece
     for pj in np.unique(j):
         idx = np.nonzero(j == pj)[0]
         basis, coef_fn = pieces[int(pj)].combination()
-        K = jax.tree.leaves(basis)[0].shape[0]
         m = basis.W1.shape[-2]
-        if mesh is None:
-            ax = _precompute_first_layer(basis, batches)
-        else:
-            ax = _precompute_first_layer(basis, batches)
-            axspec = P(None, None, data_axis) if data_axis is not None else P()
-            ax = jax.device_put(ax, NamedSharding(mesh, axspec))
         if chunk_size is None:
             itemsize = np.dtype(dtype).itemsize
             # per point: pre-activation and hidden layer (B/n_ddev × m, twice), per-point copies of
             # the basis combination (all parameters), and the small branch activations
             nparam = sum(int(np.prod(l.shape[1:])) for l in jax.tree.leaves(basis))
-            per_point = itemsize * (3 * (B // n_ddev) * m + 2 * nparam + 8 * (B // n_ddev) * 64)
+            # widest layer of the branch g (V2 rows, θ rows); 0 for a TwoLayer
+            branch = max([l.shape[1] for l in jax.tree.leaves(getattr(basis, "theta", ()))]
+                         + [getattr(basis, "V2", basis.W2).shape[1]])
+            per_point = itemsize * (3 * (B // n_ddev) * m + 2 * nparam
+                                    + 4 * (B // n_ddev) * branch)
             csz = max(1, budget // per_point) * n_pdev
         else:
             csz = chunk_size
-        chunk = _round_chunk(csz, n_pdev, idx.shape[0])
+        work.append((idx, basis, coef_fn, csz))
+    # One chunk shape for all pieces (one compiled kernel per basis size) unless padding the small
+    # pieces to it would more than double the work; then each piece gets its own bucketed size.
+    counts = [w[0].shape[0] for w in work]
+    common = _round_chunk(min(w[3] for w in work), n_pdev, max(counts))
+    padded_work = sum(int(math.ceil(c / common)) * common for c in counts)
+    use_common = padded_work <= 2 * Pn
+
+    for idx, basis, coef_fn, csz in work:
+        ax = _precompute_first_layer(basis, batches)
+        if mesh is not None:
+            axspec = P(None, None, data_axis) if data_axis is not None else P()
+            ax = jax.device_put(ax, NamedSharding(mesh, axspec))
+        chunk = common if use_common else _round_chunk(csz, n_pdev, idx.shape[0])
 
         def run_chunk(sc, basis=basis, coef_fn=coef_fn, ax=ax):
             return _run_structured(obj, basis, coef_fn, sc, batches, ax, mesh, data_axis)

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from ._evaluate import check_ts, evaluate_path
+from ._evaluate import _bucket, check_ts, evaluate_path
 from ._paths import AbstractPath, Linear, Polychain, stack_trees, tree_norm
 
 __all__ = [
@@ -199,17 +200,27 @@ def refine_max(
     )
 
 
-def _segment_lengths(path: AbstractPath, ts: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """‖γ(t_{i+1}) − γ(t_i)‖ for consecutive points, evaluated in chunks of `chunk` points."""
-    f = jax.jit(lambda a, b: jax.vmap(lambda s, u: tree_norm(jax.tree.map(
-        lambda p, q: p - q, path(u), path(s))))(a, b))
-    out = []
-    for i in range(0, len(ts) - 1, chunk):
-        a = ts[i : i + chunk + 1]
-        if len(a) < 2:
-            break
-        out.append(np.asarray(f(jnp.asarray(a[:-1]), jnp.asarray(a[1:]))))
-    return np.concatenate(out) if out else np.zeros((0,))
+@eqx.filter_jit
+def _segment_norms(path: AbstractPath, a: Array, b: Array) -> Array:
+    def one(s, u):
+        return tree_norm(jax.tree.map(lambda p, q: p - q, path(u), path(s)))
+
+    return jax.vmap(one)(a, b)
+
+
+def _segment_lengths(path: AbstractPath, ts: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """‖γ(t_{i+1}) − γ(t_i)‖ for consecutive points, in chunks of a few fixed sizes (padded with zero-
+    length pairs), so that repeated calls reuse the compiled kernel."""
+    a, b = ts[:-1], ts[1:]
+    n = a.shape[0]
+    c = min(chunk, _bucket(n))
+    nch = -(-n // c)
+    pad = nch * c - n
+    a = np.concatenate([a, np.zeros(pad, a.dtype)])
+    b = np.concatenate([b, np.zeros(pad, b.dtype)])
+    out = [np.asarray(_segment_norms(path, jnp.asarray(a[i : i + c]), jnp.asarray(b[i : i + c])))
+           for i in range(0, nch * c, c)]
+    return np.concatenate(out)[:n]
 
 
 def path_length(path: AbstractPath, ts=None, *, num: int = 1025) -> Array:

@@ -54,7 +54,7 @@ def check_same_structure(a: PyTree, b: PyTree, names=("a", "b")) -> None:
     ta, tb = jax.tree.structure(a), jax.tree.structure(b)
     if ta != tb:
         raise ValueError(f"endpoints {names[0]} and {names[1]} have different structures: {ta} vs {tb}")
-    for i, (la, lb) in enumerate(zip(jax.tree.leaves(a), jax.tree.leaves(b))):
+    for i, (la, lb) in enumerate(zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)):
         if jnp.shape(la) != jnp.shape(lb):
             raise ValueError(
                 f"endpoints {names[0]} and {names[1]} differ in the shape of leaf {i}: "
@@ -309,7 +309,7 @@ def polychain(nodes, parametrization: str = "uniform") -> Polychain:
         breaks = np.arange(K, dtype=np.float64) / (K - 1)
     elif parametrization == "arclength":
         lengths = np.array(
-            [float(tree_norm(jax.tree.map(lambda l: l[i + 1] - l[i], stacked))) for i in range(K - 1)]
+            [float(tree_norm(jax.tree.map(lambda l, i=i: l[i + 1] - l[i], stacked))) for i in range(K - 1)]
         )
         if not np.all(np.isfinite(lengths)) or np.any(lengths <= 0):
             raise ValueError(

@@ -19,6 +19,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default="default", help="data set: default, digits or diabetes")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--x64", action="store_true", help="compute in float64")
+    c = sub.add_parser("scaling", help="the width-scaling study of Theorem 11 (resumable)")
+    c.add_argument("--out", required=True, help="output folder (finished runs are reused)")
+    c.add_argument("--quick", action="store_true", help="small grid, < 3 minutes on 2 CPU cores")
+    c.add_argument("--preset", choices=("tiny", "quick", "full"), default=None,
+                   help="grid preset (--quick is --preset quick)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--x64", action="store_true", help="compute in float64")
     return p
 
 
@@ -35,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         report = reproduce(args.out, preset=preset, data=args.data, seed=args.seed)
         for name, rec in report["paths"].items():
             print(f"{name:>24}: max F {rec['F_max']:.6g}  barrier {rec['barrier']:.4g}")
+        return 0
+    if args.command == "scaling":
+        from ._scaling import format_table, scaling
+
+        preset = args.preset or ("quick" if args.quick else "full")
+        print(format_table(scaling(args.out, preset=preset, seed=args.seed)))
         return 0
     return 2
 

@@ -19,17 +19,39 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
     seg = report["paths"]["straight_a_b"]
     F = np.asarray(seg["F"])
     assert len(F) == report["settings"]["points"] and np.all(np.isfinite(F))
-    # the barrier is computed from the stored values, not invented
-    assert seg["barrier"] == max(F) - max(F[0], F[-1])
+    # the barrier comes from the stored values and the refinement: the refined maximum is at least the
+    # grid maximum (refinement only adds points) and the barrier is measured from it
+    assert seg["F_max"] >= max(F)
+    assert seg["barrier"] == seg["F_max"] - max(F[0], F[-1])
+    # barrier() computes in the working precision (float32 here): equal to rounding
+    np.testing.assert_allclose(seg["barrier_grid"], max(F) - max(F[0], F[-1]), rtol=1e-5)
     # the endpoints of the straight segment are the two trained minima
     np.testing.assert_allclose(F[0], report["minima"]["minimum_a"]["F"], rtol=1e-5)
     np.testing.assert_allclose(F[-1], report["minima"]["minimum_b"]["F"], rtol=1e-5)
+
+    # every stage of the later issues is in the report
+    assert set(report["paths"]) == {"straight_a_b", "straight_a_star", "theorem11", "bezier"}
+    cert = report["paths"]["theorem11"]["certificate"]
+    th = report["paths"]["theorem11"]
+    # the certificate's maximum covers the uniform grid of the same path (float32 rounding: 1e-5 relative)
+    assert cert["path_max"] >= max(th["F"]) * (1 - 1e-5)
+    assert cert["excess"] == cert["path_max"] - max(cert["f_a"], cert["f_b"], cert["f_star"])
+    np.testing.assert_allclose(cert["f_a"], report["minima"]["minimum_a"]["F"], rtol=1e-5)
+    for name in ("minimum_a", "minimum_b"):
+        h = report["minima"][name]
+        assert h["lambda_min"] <= h["lambda_max"]
+    for rec in report["paths"].values():
+        assert rec["hessian_at_max"]["lambda_min"] <= rec["hessian_at_max"]["lambda_max"]
+    g = report["settings"]["plane_grid"]
+    assert np.asarray(report["plane"]["F"]).shape == (g, g)
 
     # A second run with the same settings loads every stage instead of recomputing.
     capsys.readouterr()
     assert main(["reproduce", "--out", str(out), "--preset", "tiny"]) == 0
     err = capsys.readouterr().err
-    assert "minimum_a: loaded" in err and "training" not in err
+    assert "minimum_a: loaded" in err
+    for work in ("training", "connect:", "fit_curve:", "Lanczos", "evaluate_path", "grid of the plane"):
+        assert work not in err
     assert json.loads((out / "report.json").read_text())["paths"] == report["paths"]
 
 

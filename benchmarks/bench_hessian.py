@@ -1,0 +1,306 @@
+"""Benchmark: top-k Hessian eigenvalues and the Hessian trace of F along a path, jaxland vs PyHessian.
+
+Reference problem (as in `bench_paths.py`): `SkipNet` (eq. 3) with N = 4096 samples, n = 16, m = 1024,
+d_g = d_o = 64, g with one hidden layer of 64 units, d_y = 1, "mse" (mean over samples of ‖f(x) − y‖²),
+κ = 0, float32; points γ(t) on the segment between two random networks (`SkipNet.init`).
+
+Methods, side by side in one run, on the identical model and data (`_torch_models.TorchSkipNet`
+copies the weights bit for bit):
+
+- ``jaxland``   `jaxland.hessian_eigs_along_path` (Lanczos, K steps, full reorthogonalisation, all
+                points in one jitted program: vmapped on GPU, a `lax.map` on CPU) and
+                `jaxland.hessian_trace_batch` (Hutchinson, M Rademacher probes per point, each
+                vᵀHv a forward-over-forward derivative);
+- ``pyhessian`` the PyHessian package (`pyhessian.hessian(model, criterion, data=(x, y))`): power
+                iteration with deflation for the top-k eigenvalues (`eigenvalues(top_n=k)`, default
+                tol 1e-3, at most 100 iterations each) and Hutchinson (`trace(maxIter=M)`), one
+                point at a time (a new `hessian` object per point, as a user would write it).
+
+Eigenvalues are compared point by point (relative difference of each of the top k). PyHessian's power
+iteration converges to the eigenvalues of largest *magnitude*; jaxland reports the largest algebraic
+ones (and the smallest, λ_min, which PyHessian does not give). On these problems the top of the spectrum
+is positive and dominant, so the two agree; a record flags any mismatch.
+
+Also measured (jaxland only): λ_min, λ_max of a SkipNet with ≥ 10⁶ parameters without forming the
+Hessian.
+
+Run ``python benchmarks/bench_hessian.py`` (full) or ``--quick`` (2 points, k = 2, 8 probes). Results go to
+``benchmarks/results/bench_hessian.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxland
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+PROBLEMS = {
+    "reference": dict(N=4096, n=16, m=1024, d_g=64, hidden=(64,), d_o=64, d_y=1),
+    # m = 7000: P = m(n + d_y + d_o + d_g) + d_g·64 + 64·d_o = 7000·145 + 8192 ≈ 1.02·10⁶ parameters
+    "million": dict(N=512, n=16, m=7000, d_g=64, hidden=(64,), d_o=64, d_y=1),
+}
+
+
+def _time(run, *, repeats: int, warmup: bool = True):
+    """Median wall time of `run()` over `repeats` calls after one warm-up call (compilation)."""
+    if warmup:
+        run()
+    times, out = [], None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def make_problem(name: str, seed: int = 0):
+    d = PROBLEMS[name]
+    ka, kb, kd = jax.random.split(jax.random.PRNGKey(seed), 3)
+
+    def net(k):
+        return jaxland.SkipNet.init(
+            k,
+            n=d["n"],
+            m=d["m"],
+            d_y=d["d_y"],
+            d_g=d["d_g"],
+            d_o=d["d_o"],
+            hidden=d["hidden"],
+            dtype=jnp.float32,
+        )
+
+    data = jaxland.data.sphere_teacher(
+        kd, n_samples=d["N"], n=d["n"], d_y=d["d_y"], noise=0.1, dtype=jnp.float32
+    )
+    a, b = net(ka), net(kb)
+    return a, b, data.x, data.y
+
+
+def num_params(net) -> int:
+    return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(net))
+
+
+def run_jaxland(F, path, ts, *, k, num_steps, probes, repeats):
+    key = jax.random.PRNGKey(1)
+
+    def eig():
+        r = jaxland.hessian_eigs_along_path(F, path, ts, key=key, k=k, num_steps=num_steps)
+        return jax.block_until_ready(r)
+
+    pts = jax.vmap(path)(jnp.asarray(ts))
+
+    def tr():
+        r = jaxland.hessian_trace_batch(
+            F, pts, key=key, num_probes=probes, batch_size=min(probes, 8), point_batch_size=1
+        )
+        return jax.block_until_ready(r)
+
+    t_eig, r_eig = _time(eig, repeats=repeats)
+    t_tr, r_tr = _time(tr, repeats=repeats)
+    return t_eig, r_eig, t_tr, r_tr
+
+
+def run_pyhessian(path, ts, x, y, *, k, probes, repeats, threads):
+    import torch
+    from _torch_models import TorchSkipNet, mse_mean
+    from pyhessian import hessian
+
+    if threads:
+        torch.set_num_threads(threads)
+    xt = torch.from_numpy(np.array(x, copy=True))
+    yt = torch.from_numpy(np.array(y, copy=True))
+    models = [TorchSkipNet.from_jax(path(float(t))) for t in ts]
+
+    def eig():
+        torch.manual_seed(0)
+        out = []
+        for mdl in models:
+            h = hessian(mdl, mse_mean, data=(xt, yt), cuda=False)
+            vals, _ = h.eigenvalues(top_n=k)
+            out.append(vals)
+        return np.array(out)
+
+    def tr():
+        torch.manual_seed(0)
+        out = []
+        for mdl in models:
+            h = hessian(mdl, mse_mean, data=(xt, yt), cuda=False)
+            out.append(float(np.mean(h.trace(maxIter=probes, tol=0.0))))
+        return np.array(out)
+
+    t_eig, v_eig = _time(eig, repeats=repeats, warmup=False)
+    t_tr, v_tr = _time(tr, repeats=repeats, warmup=False)
+    return t_eig, v_eig, t_tr, v_tr
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--quick", action="store_true", help="2 path points, k = 2, K = 32, 8 probes, 1 repeat"
+    )
+    ap.add_argument("--points", type=int, default=None, help="path points (default 8, quick 2)")
+    ap.add_argument("--k", type=int, default=None, help="top-k eigenvalues (default 3, quick 2)")
+    ap.add_argument(
+        "--num-steps", type=int, default=None, help="Lanczos steps K (default 48, quick 32)"
+    )
+    ap.add_argument(
+        "--probes", type=int, default=None, help="Hutchinson probes (default 64, quick 8)"
+    )
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, quick 1)")
+    ap.add_argument("--torch-threads", type=int, default=None)
+    ap.add_argument("--skip-million", action="store_true")
+    ap.add_argument("--out", default=str(HERE / "results" / "bench_hessian.json"))
+    args = ap.parse_args(argv)
+    B = args.points or (2 if args.quick else 8)
+    probes = args.probes or (8 if args.quick else 64)
+    repeats = args.repeats or (1 if args.quick else 3)
+    k = args.k or (2 if args.quick else 3)
+    K = args.num_steps or (32 if args.quick else 48)
+    ts = np.linspace(0.0, 1.0, B) if B > 1 else np.array([0.5])
+
+    load_before = os.getloadavg()
+    a, b, x, y = make_problem("reference")
+    path = jaxland.paths.linear(a, b)
+    F = jaxland.objective_fn(x, y, kappa=0.0)
+    P = num_params(a)
+    print(
+        f"reference SkipNet: P = {P} parameters, N = {x.shape[0]}, {B} path points, k = {k}, "
+        f"K = {K}, {probes} trace probes",
+        flush=True,
+    )
+
+    tj_eig, rj, tj_tr, rj_tr = run_jaxland(
+        F, path, ts, k=k, num_steps=K, probes=probes, repeats=repeats
+    )
+    print(f"  jaxland   eigs {tj_eig:.2f} s, trace {tj_tr:.2f} s", flush=True)
+    tp_eig, vp, tp_tr, vp_tr = run_pyhessian(
+        path, ts, x, y, k=k, probes=probes, repeats=repeats, threads=args.torch_threads
+    )
+    print(f"  pyhessian eigs {tp_eig:.2f} s, trace {tp_tr:.2f} s", flush=True)
+
+    top_j = np.asarray(rj.top)  # (B, k) descending
+    top_p = np.sort(vp, axis=1)[:, ::-1]
+    rel = np.abs(top_j - top_p) / np.maximum(np.abs(top_p), 1e-12)
+    tr_j = np.asarray(rj_tr.mean)
+    se_j = np.asarray(rj_tr.stderr)
+    records = []
+    for i, t in enumerate(ts):
+        records.append(
+            dict(
+                problem="reference",
+                **{
+                    kk: (list(v) if isinstance(v, tuple) else v)
+                    for kk, v in PROBLEMS["reference"].items()
+                },
+                num_params=P,
+                t=float(t),
+                k=k,
+                lanczos_steps=K,
+                probes=probes,
+                top_jaxland=top_j[i].tolist(),
+                top_pyhessian=top_p[i].tolist(),
+                top_rel_diff=rel[i].tolist(),
+                lambda_min_jaxland=float(rj.lambda_min[i]),
+                lambda_max_bound=float(rj.top_bound[i, 0]),
+                trace_jaxland=float(tr_j[i]),
+                trace_jaxland_stderr=float(se_j[i]),
+                trace_pyhessian=float(vp_tr[i]),
+            )
+        )
+    summary = dict(
+        problem="reference",
+        points=B,
+        num_params=P,
+        eig_seconds_jaxland=tj_eig,
+        eig_seconds_pyhessian=tp_eig,
+        eig_speedup_vs_pyhessian=tp_eig / tj_eig,
+        trace_seconds_jaxland=tj_tr,
+        trace_seconds_pyhessian=tp_tr,
+        trace_speedup_vs_pyhessian=tp_tr / tj_tr,
+        max_top_rel_diff=float(rel.max()),
+        jax_device=str(jax.devices()[0]),
+        platform=platform.platform(),
+    )
+
+    million = None
+    if not args.skip_million:
+        a1, _, x1, y1 = make_problem("million")
+        F1 = jaxland.objective_fn(x1, y1, kappa=0.0)
+        P1 = num_params(a1)
+
+        def run1():
+            return jax.block_until_ready(
+                jaxland.hessian_eigs(F1, a1, key=jax.random.PRNGKey(2), k=1, num_steps=16)
+            )
+
+        t1, r1 = _time(run1, repeats=1)
+        million = dict(
+            problem="million",
+            **{
+                kk: (list(v) if isinstance(v, tuple) else v)
+                for kk, v in PROBLEMS["million"].items()
+            },
+            num_params=P1,
+            lanczos_steps=16,
+            seconds=t1,
+            lambda_min=float(r1.lambda_min),
+            lambda_max=float(r1.lambda_max),
+            dense_hessian_bytes=4 * P1 * P1,
+        )
+        print(
+            f"  million: P = {P1}, λ_min {million['lambda_min']:.4g}, λ_max "
+            f"{million['lambda_max']:.4g} in {t1:.2f} s (dense H would be "
+            f"{million['dense_hessian_bytes'] / 1e12:.1f} TB)",
+            flush=True,
+        )
+
+    load_after = os.getloadavg()
+    print()
+    print(
+        f"{'t':>6}  {'top-k jaxland':<32}{'top-k pyhessian':<32}{'max rel':>9}"
+        f"{'trace jax (±se)':>20}{'trace pyh':>11}{'lam_min':>10}"
+    )
+    for r in records:
+        fmt = lambda v: " ".join(f"{u:9.4g}" for u in v)  # noqa: E731
+        print(
+            f"{r['t']:>6.3f}  {fmt(r['top_jaxland']):<32}{fmt(r['top_pyhessian']):<32}"
+            f"{max(r['top_rel_diff']):>9.1e}"
+            f"{r['trace_jaxland']:>12.4g} ±{r['trace_jaxland_stderr']:<7.2g}"
+            f"{r['trace_pyhessian']:>11.4g}{r['lambda_min_jaxland']:>10.3g}"
+        )
+    print(
+        f"\ntop-{k} eigenvalues at {B} points: jaxland {tj_eig:.2f} s, PyHessian {tp_eig:.2f} s "
+        f"-> {summary['eig_speedup_vs_pyhessian']:.2f}x; trace ({probes} probes): jaxland "
+        f"{tj_tr:.2f} s, PyHessian {tp_tr:.2f} s -> {summary['trace_speedup_vs_pyhessian']:.2f}x"
+    )
+    print(
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} "
+        "cores; above ~1 the machine was shared and timings are noisy)"
+    )
+    summary["load_before"], summary["load_after"] = load_before[0], load_after[0]
+    summary["quick"] = bool(args.quick)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(meta=summary, records=records + ([million] if million else []))
+    out.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

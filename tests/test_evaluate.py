@@ -1,0 +1,308 @@
+"""Tests for jaxland._evaluate: evaluate_path against one-point-at-a-time evaluation, the structured fast
+paths against the plain evaluation, chunking, data batching, sharding, bad input."""
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import equinox as eqx
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import jaxland
+import jaxland._evaluate as ev
+from jaxland import paths as jp
+
+N, KAPPA = 7, 0.1
+TS = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.62, 0.75, 0.9, 1.0])  # includes the pieces' break points
+# float32 tolerance: the structured and plain evaluations sum the same O(1) products in a different
+# order (first layer as Σ_k c_k (W1_k x) instead of (Σ_k c_k W1_k) x; W2 V1 first), over N = 7 samples and
+# m = 4 units: a few float32 ulps (1.2e-7) of values of order 1–10.
+RTOL = 2e-5
+
+
+def to64(tree):
+    """float64 copies through NumPy (no float64 kernels compiled just to make test inputs)."""
+    return jax.tree.map(lambda l: jnp.asarray(np.asarray(l, np.float64)), tree)
+
+
+def np_net(cls, rng, n=3, m=4, d_y=2, d_g=2, d_o=2, h=2):
+    """A network with N(0, 1/fan_in) weights from a NumPy generator (no JAX kernels compiled to make
+    test inputs; JAX compile time dominates these tests)."""
+    def f(*shape):
+        return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[-1]), jnp.float32)
+
+    if cls is jaxland.TwoLayer:
+        return cls(f(m, n), f(d_y, m))
+    return cls(f(m, n), f(d_y, m), f(m, d_o), f(d_g, m), (f(h, d_g), f(d_o, h)))
+
+
+def make_nets(cls, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [np_net(cls, rng) for _ in range(k)]
+
+
+def make_data(n=N):
+    rng = np.random.default_rng(100)
+    return (jnp.asarray(rng.normal(size=(n, 3)), jnp.float32),
+            jnp.asarray(rng.normal(size=(n, 2)), jnp.float32))
+
+
+def make_path(kind, a, b, c):
+    return {
+        "linear": lambda: jp.linear(a, b),
+        "polychain": lambda: jp.polychain([a, c, b]),
+        "bezier": lambda: jp.bezier([a, c, b]),
+        "concat": lambda: jp.concat(jp.linear(a, c), jp.bezier([c, b, a]), breaks=[0.3]),
+        "reverse": lambda: jp.reverse(jp.concat(jp.polychain([b, c, a]), jp.linear(a, b))),
+    }[kind]()
+
+
+KINDS = ["linear", "polychain", "bezier", "concat", "reverse"]
+MODELS = [jaxland.SkipNet, jaxland.NoSkipNet, jaxland.TwoLayer]
+
+
+@eqx.filter_jit
+def _one_point(path, t, x, y):
+    return jaxland.objective(path(t), x, y, kappa=KAPPA)
+
+
+def one_at_a_time(path, ts, x, y):
+    return np.array([float(_one_point(path, jnp.asarray(t, x.dtype), x, y)) for t in ts])
+
+
+# Every path kind with SkipNet (polychain pieces are part of the "reverse" case), each other model with
+# two kinds: the kernels differ by model (skip
+# term, branch) and the piece handling by path kind, independently (the full product costs compile time).
+CASES = ([(jaxland.SkipNet, k) for k in KINDS if k != "polychain"]  # polychain: inside "reverse"
+         + [(jaxland.NoSkipNet, "bezier"), (jaxland.NoSkipNet, "concat"),
+            (jaxland.TwoLayer, "linear"), (jaxland.TwoLayer, "reverse")])
+
+
+@pytest.mark.parametrize("model,kind", CASES, ids=[f"{m.__name__}-{k}" for m, k in CASES])
+def test_structured_and_plain_equal_one_point_at_a_time(model, kind):
+    x, y = make_data()
+    path = make_path(kind, *make_nets(model))
+    obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+    assert ev._structured_ok(obj, path)  # the fast path is really taken for these
+    fast = jaxland.evaluate_path(obj, path, TS)
+    plain = jaxland.evaluate_path(obj, path, TS, structured=False)
+    chex.assert_shape(fast, (TS.shape[0],))
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=RTOL)
+    if model is jaxland.SkipNet and kind in ("linear", "bezier", "concat"):  # (compile time)
+        ref = one_at_a_time(path, TS, x, y)
+        np.testing.assert_allclose(np.asarray(plain), ref, rtol=RTOL)
+        np.testing.assert_allclose(np.asarray(fast), ref, rtol=RTOL)
+
+
+def test_structured_equals_plain_float64():
+    """In float64 the two evaluations agree to 1e-12 relative (rounding of O(10) sums only)."""
+    nets, data = make_nets(jaxland.SkipNet), make_data()
+    with jax.enable_x64(True):
+        x, y = to64(data)
+        path = make_path("bezier", *to64(nets))
+        obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+        fast = jaxland.evaluate_path(obj, path, TS)
+        plain = jaxland.evaluate_path(obj, path, TS, structured=False)
+        assert fast.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-12)
+
+
+def test_fallback_for_other_paths_and_functions():
+    """A from_function path or a plain callable is evaluated plainly, with the same values."""
+    x, y = make_data()
+    a, b, _ = make_nets(jaxland.SkipNet)
+    obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+    fpath = jp.from_function(jp.linear(a, b))  # an eqx.Module t -> SkipNet: no known structure
+    assert not ev._structured_ok(obj, fpath)
+    v1 = jaxland.evaluate_path(obj, fpath, TS)
+    v2 = jaxland.evaluate_path(lambda net: jaxland.objective(net, x, y, kappa=KAPPA), jp.linear(a, b),
+                               TS)
+    np.testing.assert_allclose(np.asarray(v1), np.asarray(v2), rtol=RTOL)
+    np.testing.assert_allclose(np.asarray(v1), one_at_a_time(jp.linear(a, b), TS, x, y), rtol=RTOL)
+
+
+def _count_calls(monkeypatch, name):
+    calls = []
+    orig = getattr(ev, name)
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return orig(*args, **kw)
+
+    monkeypatch.setattr(ev, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("structured", [True, False])
+def test_small_memory_budget_forces_chunks(monkeypatch, structured):
+    x, y = make_data()
+    path = make_path("polychain", *make_nets(jaxland.SkipNet))
+    obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+    ref = jaxland.evaluate_path(obj, path, TS, structured=structured)
+    calls = _count_calls(monkeypatch, "_run_structured" if structured else "_run_plain")
+    # a few hundred bytes: about one point per chunk for this network (one point needs ~1 KB)
+    small = jaxland.evaluate_path(obj, path, TS, structured=structured, memory_budget=600)
+    assert len(calls) >= 5  # 9 points in (at least) several chunks
+    # chunking changes only which points share a compiled call: same values to float32 rounding
+    np.testing.assert_allclose(np.asarray(small), np.asarray(ref), rtol=RTOL)
+    chunked = jaxland.evaluate_path(obj, path, TS, structured=structured, chunk_size=4)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(ref), rtol=RTOL)
+
+
+@pytest.mark.parametrize("structured", [True, False])
+def test_data_batches_accumulate_the_mean_exactly(structured):
+    x, y = make_data()
+    path = make_path("bezier", *make_nets(jaxland.SkipNet))
+    obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+    full = jaxland.evaluate_path(obj, path, TS, structured=structured)
+    # batch of 3 rows: 3 batches, the last padded with 2 zero-weight rows; sums then one division by N
+    batched = jaxland.evaluate_path(obj, path, TS, structured=structured, batch_size=3)
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(full), rtol=RTOL)
+
+
+def test_generic_fn_with_data_and_pytree_output():
+    x, y = make_data()
+    a, b, c = make_nets(jaxland.SkipNet)
+    path = jp.polychain([a, c, b])
+
+    def fn(net, batch):  # a mean over the batch, and a data-independent term
+        xb, yb = batch
+        return {"loss": jaxland.data_loss(net, xb, yb), "reg": jaxland.regularizer(net)}
+
+    full = jaxland.evaluate_path(fn, path, TS, data=(x, y))
+    batched = jaxland.evaluate_path(fn, path, TS, data=(x, y), batch_size=3)
+    chex.assert_shape(full["loss"], (TS.shape[0],))
+    chex.assert_trees_all_close(batched, full, rtol=RTOL)
+    want = one_at_a_time(path, TS, x, y)  # F = loss + κ R
+    np.testing.assert_allclose(np.asarray(full["loss"] + KAPPA * full["reg"]), want, rtol=RTOL)
+
+
+@settings(max_examples=6, deadline=None)
+@given(P=st.integers(1, 13), chunk=st.integers(1, 6), d=st.integers(1, 3), seed=st.integers(0, 99))
+def test_chunk_size_invariance_random(P, chunk, d, seed):
+    """A user pytree path and function: any P, any chunk size gives F(γ(t)) exactly as NumPy does."""
+    rng = np.random.default_rng(seed)
+    a = {"w": jnp.asarray(rng.normal(size=(d,)), jnp.float32), "s": jnp.float32(rng.normal())}
+    b = {"w": jnp.asarray(rng.normal(size=(d,)), jnp.float32), "s": jnp.float32(rng.normal())}
+    ts = np.sort(rng.uniform(0, 1, size=P)).astype(np.float32)
+    fn = _sumsq
+    got = jaxland.evaluate_path(fn, jp.linear(a, b), ts, chunk_size=chunk)
+    pts = {k: (1 - ts[:, None]) * np.asarray(a[k]).reshape(1, -1) + ts[:, None] * np.asarray(
+        b[k]).reshape(1, -1) for k in a}
+    want = sum(np.sum(np.square(v.astype(np.float64)), axis=1) for v in pts.values())
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)  # float32 arithmetic, O(d) terms
+
+
+def _sumsq(p):
+    return sum(jnp.sum(jnp.square(l)) for l in jax.tree.leaves(p))
+
+
+class ObjectiveTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_objective_fn_matches_objective(self):
+        x, y = make_data()
+        net = make_nets(jaxland.SkipNet, 1)[0]
+        obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+        got = self.variant(lambda o, n: o(n))(obj, net)
+        np.testing.assert_allclose(float(got), float(jaxland.objective(net, x, y, kappa=KAPPA)),
+                                   rtol=1e-6)
+
+
+def test_bad_input_errors():
+    x, y = make_data()
+    a, b, _ = make_nets(jaxland.SkipNet)
+    path = jp.linear(a, b)
+    obj = jaxland.objective_fn(x, y)
+    with pytest.raises(ValueError, match=r"ts must lie in \[0, 1\]"):
+        jaxland.evaluate_path(obj, path, [0.0, 1.5])
+    with pytest.raises(ValueError, match=r"ts must lie in \[0, 1\]"):
+        jaxland.evaluate_path(obj, path, [-0.1, 0.5])
+    with pytest.raises(ValueError, match=r"ts must have shape \(P,\)"):
+        jaxland.evaluate_path(obj, path, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"ts must have shape \(P,\)"):
+        jaxland.evaluate_path(obj, path, 0.5)
+    with pytest.raises(ValueError, match="ts must be finite"):
+        jaxland.evaluate_path(obj, path, [0.0, np.nan])
+    with pytest.raises(ValueError, match="at least one point"):
+        jaxland.evaluate_path(obj, path, np.zeros((0,)))
+    with pytest.raises(TypeError, match="path must be"):
+        jaxland.evaluate_path(obj, a, [0.5])
+    with pytest.raises(ValueError, match="different structures"):
+        jaxland.evaluate_path(obj, jp.linear(a, jaxland.TwoLayer(a.W1, a.W2)), [0.5])
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 5\)"):
+        wide = np_net(jaxland.SkipNet, np.random.default_rng(3), n=5)
+        jaxland.evaluate_path(obj, jp.linear(wide, wide), [0.5])
+    with pytest.raises(ValueError, match="batch_size"):
+        jaxland.evaluate_path(obj, path, [0.5], batch_size=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        jaxland.evaluate_path(obj, path, [0.5], chunk_size=1.5)
+    with pytest.raises(ValueError, match="memory_budget"):
+        jaxland.evaluate_path(obj, path, [0.5], memory_budget=0)
+    with pytest.raises(ValueError, match="data must be None"):
+        jaxland.evaluate_path(obj, path, [0.5], data=(x, y))
+    with pytest.raises(ValueError, match="scalar or a pytree of scalars"):
+        jaxland.evaluate_path(lambda n: n.W1, path, [0.5])
+    with pytest.raises(ValueError, match="kappa"):
+        jaxland.objective_fn(x, y, kappa=-1.0)
+
+
+SHARD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np, jaxland
+    from jax.sharding import Mesh
+    from jaxland import paths as jp
+    assert jax.device_count() == 4, jax.devices()
+    ref = json.loads(sys.argv[1])  # single-device values computed by the parent test process
+    import jax.numpy as jnp
+    exec(sys.argv[2])  # np_net, as in the test module
+    rng = np.random.default_rng(0)  # the same networks and data as make_nets / make_data
+    a, b, c = [np_net(jaxland.SkipNet, rng) for _ in range(3)]
+    rng = np.random.default_rng(100)
+    x = jnp.asarray(rng.normal(size=(7, 3)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(7, 2)), jnp.float32)
+    obj = jaxland.objective_fn(x, y, kappa=0.1)
+    ts = np.asarray(ref["ts"])
+    path = jp.polychain([a, c, b])
+    grid = Mesh(np.array(jax.devices()).reshape(2, 2), ("points", "data"))
+    got = {
+        # all 4 devices on the points axis (the default), structured fast path
+        "structured": jaxland.evaluate_path(obj, path, ts),
+        # 2 x 2 (points, data) with data batches of 3 rows (split 2 + 2 with padding)
+        "structured_2x2": jaxland.evaluate_path(obj, path, ts, mesh=grid, batch_size=3),
+        "plain_2x2": jaxland.evaluate_path(obj, path, ts, structured=False, mesh=grid, batch_size=3),
+    }
+    for k, v in got.items():
+        want = ref["plain" if k.startswith("plain") else "structured"]
+        # float32: sharding changes only the order of the per-device partial sums
+        np.testing.assert_allclose(np.asarray(v), want, rtol=2e-5, err_msg=k)
+    print("SHARDED_OK", jax.device_count())
+    """
+)
+
+
+def test_sharded_equals_single_device():
+    x, y = make_data()
+    a, b, c = make_nets(jaxland.SkipNet)
+    path = jp.polychain([a, c, b])
+    obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+    one = jax.devices()[:1]  # the reference is single-device even if this process has more
+    ref = {"ts": TS.tolist(),
+           "structured": np.asarray(jaxland.evaluate_path(obj, path, TS, devices=one)).tolist(),
+           "plain": np.asarray(jaxland.evaluate_path(obj, path, TS, structured=False,
+                                                     devices=one)).tolist()}
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SHARD_SCRIPT, json.dumps(ref),
+                          inspect.getsource(np_net)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SHARDED_OK 4" in out.stdout

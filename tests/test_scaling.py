@@ -1,0 +1,122 @@
+"""The width-scaling study (jaxland._scaling): slope fits, settings, and resuming after an interruption."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxland
+
+
+@settings(max_examples=10, deadline=None)
+@given(p=st.floats(-1.5, 0.5), c=st.floats(0.01, 10.0), k=st.integers(3, 6))
+def test_fit_slope_exact_power_law(p, c, k):
+    m = 2.0 ** np.arange(3, 3 + k)
+    f = jaxland.fit_slope(m, c * m**p)
+    # an exact power law: slope and intercept recovered to rounding, and a (near-)zero-width interval
+    assert f["slope"] == pytest.approx(p, abs=1e-9)
+    assert f["intercept"] == pytest.approx(math.log(c), abs=1e-8)
+    assert f["ci_high"] - f["ci_low"] < 1e-6
+    assert f["points"] == k and f["left_out"] == 0
+
+
+def test_fit_slope_noise_and_left_out():
+    rng = np.random.default_rng(0)
+    m = np.repeat([32.0, 128.0, 512.0, 2048.0], 5)
+    hits = 0
+    for _ in range(200):
+        v = 3 * m**-0.25 * np.exp(rng.normal(0, 0.2, m.size))
+        f = jaxland.fit_slope(m, v)
+        hits += f["ci_low"] <= -0.25 <= f["ci_high"]
+    # a 95% interval covers the true slope in ~95% of draws: 200 draws put the count above 180
+    # with probability > 0.999 (binomial, p = 0.95)
+    assert hits >= 180
+    f = jaxland.fit_slope([8, 16, 32, 64], [1.0, 0.0, -2.0, 0.5])
+    assert f["points"] == 2 and f["left_out"] == 2 and np.isnan(f["ci_low"])  # 0 dof: no interval
+    f = jaxland.fit_slope([8, 16, 32], [1e-9, 0.5, 0.25], floor=1e-6)  # below the floor: left out
+    assert f["points"] == 2 and f["slope"] == pytest.approx(-1.0)
+    f = jaxland.fit_slope([8, 8], [1.0, 2.0])
+    assert np.isnan(f["slope"]) and f["distinct_m"] == 1
+    with pytest.raises(ValueError, match="equal length"):
+        jaxland.fit_slope([1, 2], [1.0])
+
+
+def test_settings():
+    s = jaxland.scaling_settings(preset="full")
+    assert s["ms"][0] == 32 and s["ms"][-1] >= 8192  # two decades and more
+    assert s["ns"] == (2, 3, 5) and s["etas"] == (0.25, 0.5, 0.75)
+    w = jaxland.scaling_settings(preset="tiny", ms=(64, 16), seeds=range(3), seed=10,
+                                 overrides={"samples": 20})
+    assert w["ms"] == (16, 64) and w["seeds"] == (10, 11, 12) and w["samples"] == 20
+    with pytest.raises(ValueError, match="preset"):
+        jaxland.scaling_settings(preset="huge")
+    with pytest.raises(ValueError, match="overrides"):
+        jaxland.scaling_settings(overrides={"ms": (1,)})
+    with pytest.raises(ValueError, match="etas"):
+        jaxland.scaling_settings(etas=(1.5,))
+    with pytest.raises(ValueError, match="ms"):
+        jaxland.scaling_settings(ms=(2,))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _table(report):
+    return json.dumps(report["table"], sort_keys=True)
+
+
+def test_resume_gives_the_same_table(tmp_path):
+    # uninterrupted run
+    full = jaxland.scaling(tmp_path / "a", preset="tiny", progress=False)
+    total = full["runs_computed"]
+    assert total == 4 and full["runs_loaded"] == 0  # 2 seeds × (one training pair + one certificate)
+    assert len(full["table"]) == 2 and len(full["pairs"]) == 2
+    row = full["table"][0]
+    for k in ("skip_straight_barrier", "skip_searched_barrier", "noskip_straight_barrier",
+              "noskip_searched_barrier", "excess", "merge_rise", "merge_loss_rise",
+              "max_merge_angle"):
+        assert isinstance(row[k], float) and math.isfinite(row[k]), k
+    assert row["predicted_slope"] == pytest.approx((0.5 - 1) / 2)
+    # equal parameter count for the skip network and its control
+    p = full["pairs"][0]
+    assert p["SkipNet"]["params"] == p["NoSkipNet"]["params"]
+    # the searched path starts as the segment and is trained on its mean: in this tiny budget we only
+    # ask that both barriers are measured (>= 0 up to rounding, the endpoints being on both paths)
+    assert p["SkipNet"]["straight_barrier"] >= -1e-6 and p["SkipNet"]["searched_barrier"] >= -1e-6
+    on_disk = json.loads((tmp_path / "a" / "scaling.json").read_text())
+    assert on_disk["table"] == json.loads(json.dumps(full["table"]))
+    assert all((tmp_path / "a" / f).exists() for f in ("scaling_excess.png", "scaling_barriers.png"))
+
+    # interrupted run: the progress callback raises after the second finished run (it is called
+    # after each run is written, like a Ctrl-C between runs)
+    seen = []
+
+    def stop_after_two(msg):
+        seen.append(msg)
+        if len(seen) == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        jaxland.scaling(tmp_path / "b", preset="tiny", progress=stop_after_two, figures=False)
+    assert not (tmp_path / "b" / "scaling.json").exists()
+    resumed = jaxland.scaling(tmp_path / "b", preset="tiny", progress=False, figures=False)
+    assert resumed["runs_loaded"] == 2 and resumed["runs_computed"] == total - 2
+    assert _table(resumed) == _table(full)
+    assert json.dumps(resumed["fits"], sort_keys=True) == json.dumps(full["fits"], sort_keys=True)
+
+    # a rerun loads everything; deleting one certificate recomputes exactly that one
+    again = jaxland.scaling(tmp_path / "b", preset="tiny", progress=False, figures=False)
+    assert again["runs_computed"] == 0 and _table(again) == _table(full)
+    cert = sorted((tmp_path / "b" / "stages").glob("cert_*.json"))[0]
+    cert.unlink()
+    once = jaxland.scaling(tmp_path / "b", preset="tiny", progress=False, figures=False)
+    assert once["runs_computed"] == 1 and _table(once) == _table(full)
+    # changed settings do not reuse stale runs
+    other = jaxland.scaling(tmp_path / "b", preset="tiny", progress=False, figures=False,
+                            seeds=(0,), overrides={"noise": 0.01})
+    assert other["runs_computed"] == 2 and other["runs_loaded"] == 0
+    assert "excess" in jaxland.format_table(full)
