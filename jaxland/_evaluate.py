@@ -126,6 +126,14 @@ def check_ts(ts, name: str = "ts") -> np.ndarray:
     return a
 
 
+_CPU_CHUNK_BYTES = 64 * 2**20
+
+
+def _on_cpu(mesh) -> bool:
+    devices = mesh.devices.flat if mesh is not None else jax.local_devices()
+    return all(d.platform == "cpu" for d in devices)
+
+
 def default_memory_budget(device=None) -> int:
     """Bytes of intermediate memory one chunk may use per device: a quarter of the accelerator's memory
     limit where the runtime reports it, else min(2 GiB, physical memory / 8)."""
@@ -632,6 +640,12 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
             per_point = itemsize * (3 * (B // n_ddev) * m + 2 * nparam
                                     + 4 * (B // n_ddev) * branch)
             csz = max(1, budget // per_point) * n_pdev
+            if _on_cpu(mesh):
+                # XLA:CPU does not fuse the elementwise first layer into the matmuls, so a chunk is
+                # bandwidth-bound once its working set leaves the caches: on the reference problem of
+                # benchmarks/bench_paths.py one point per chunk ran at 67 points/s against 56–58 with
+                # the memory-budget chunk. Cap the working set of a chunk on CPU.
+                csz = min(csz, max(1, _CPU_CHUNK_BYTES // per_point) * n_pdev)
         else:
             csz = chunk_size
         work.append((idx, basis, coef_fn, csz))
