@@ -27,3 +27,6 @@ $(VENV)/.bench: $(VENV)/.installed
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_paths.py --quick
+	$(PY) benchmarks/bench_hessian.py --quick
+	$(PY) benchmarks/bench_connect.py --quick
+	$(PY) benchmarks/scaling.py --quick
