@@ -469,10 +469,16 @@ class TheoremPath(AbstractPath):
             ks.append(np.full(nc, j, np.int32))
             ss.append(s[pad].reshape(nc, bs))
             where.append(pad.reshape(nc, bs))
-        vals = _values_core(self, x, y, kappa, loss, np.concatenate(ks),
-                            np.concatenate(ss).astype(self.dtype))
-        out = np.empty(ts.size, np.asarray(vals).dtype)
-        out[np.concatenate(where).ravel()] = np.asarray(vals).ravel()
+        ks, ss = np.concatenate(ks), np.concatenate(ss)
+        # pad the chunk count to the next power of two: repeated calls with varying numbers of points
+        # (refine_max rounds) reuse a few compiled kernels instead of compiling one per count
+        nc = ks.shape[0]
+        total = 1 << (nc - 1).bit_length()
+        ks = np.concatenate([ks, np.full(total - nc, ks[-1], np.int32)])
+        ss = np.concatenate([ss, np.repeat(ss[-1:], total - nc, axis=0)])
+        vals = np.asarray(_values_core(self, x, y, kappa, loss, ks, ss.astype(self.dtype)))[:nc]
+        out = np.empty(ts.size, vals.dtype)
+        out[np.concatenate(where).ravel()] = vals.ravel()
         return jnp.asarray(out)
 
 

@@ -214,7 +214,9 @@ def slice_coordinates(sl: Slice, points, ts=None) -> Float[Array, "P 2"]:
 
 @eqx.filter_jit
 def _sample_path(path, ts):
-    return jax.vmap(path)(ts)
+    # lax.map, not vmap: a path made of segments chosen by `lax.switch` (the Theorem 11 path) would
+    # evaluate every segment at every point under vmap; a sequential map evaluates only its own.
+    return jax.lax.map(path, ts)
 
 
 @jax.jit
