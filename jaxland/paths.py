@@ -5,42 +5,5 @@ Constructors: `linear`, `polychain`, `bezier`, `concat`, `reverse`, `from_functi
 `FunctionPath`; helpers `check_same_structure`, `stack_trees`, `tree_index`, `tree_norm`.
 """
 
-from ._paths import (
-    AbstractPath,
-    Bezier,
-    Concat,
-    FunctionPath,
-    Linear,
-    Polychain,
-    Reverse,
-    bezier,
-    check_same_structure,
-    concat,
-    from_function,
-    linear,
-    polychain,
-    reverse,
-    stack_trees,
-    tree_index,
-    tree_norm,
-)
-
-__all__ = [
-    "AbstractPath",
-    "Linear",
-    "Polychain",
-    "Bezier",
-    "Concat",
-    "Reverse",
-    "FunctionPath",
-    "linear",
-    "polychain",
-    "bezier",
-    "concat",
-    "reverse",
-    "from_function",
-    "check_same_structure",
-    "stack_trees",
-    "tree_index",
-    "tree_norm",
-]
+from ._paths import *  # noqa: F403  (the public names of the namespace are `_paths.__all__`)
+from ._paths import __all__  # noqa: F401

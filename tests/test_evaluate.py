@@ -20,6 +20,7 @@ from hypothesis import given, settings
 import jaxland
 import jaxland._evaluate as ev
 from jaxland import paths as jp
+from _nets import np_net, to64
 
 N, KAPPA = 7, 0.1
 TS = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.62, 0.75, 0.9, 1.0])  # includes the pieces' break points
@@ -29,20 +30,8 @@ TS = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.62, 0.75, 0.9, 1.0])  # includes the 
 RTOL = 2e-5
 
 
-def to64(tree):
-    """float64 copies through NumPy (no float64 kernels compiled just to make test inputs)."""
-    return jax.tree.map(lambda l: jnp.asarray(np.asarray(l, np.float64)), tree)
 
 
-def np_net(cls, rng, n=3, m=4, d_y=2, d_g=2, d_o=2, h=2):
-    """A network with N(0, 1/fan_in) weights from a NumPy generator (no JAX kernels compiled to make
-    test inputs; JAX compile time dominates these tests)."""
-    def f(*shape):
-        return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[-1]), jnp.float32)
-
-    if cls is jaxland.TwoLayer:
-        return cls(f(m, n), f(d_y, m))
-    return cls(f(m, n), f(d_y, m), f(m, d_o), f(d_g, m), (f(h, d_g), f(d_o, h)))
 
 
 def make_nets(cls, k=3, seed=0):

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 
 import jaxland
 from jaxland import paths as jp
+from _nets import np_net
 
 KEY = jax.random.key(0)
 
@@ -20,15 +21,6 @@ T7 = jnp.array([0.0, 0.13, 0.3, 0.37, 0.5, 0.77, 1.0])  # one shape: one compile
 vcall = eqx.filter_jit(lambda p, ts: jax.vmap(p)(ts))
 
 
-def np_net(cls, rng, n=3, m=4, d_y=2, d_g=2, d_o=2, h=2):
-    """A network with N(0, 1/fan_in) weights from a NumPy generator (no JAX kernels compiled to make
-    test inputs; JAX compile time dominates these tests)."""
-    def f(*shape):
-        return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[-1]), jnp.float32)
-
-    if cls is jaxland.TwoLayer:
-        return cls(f(m, n), f(d_y, m))
-    return cls(f(m, n), f(d_y, m), f(m, d_o), f(d_g, m), (f(h, d_g), f(d_o, h)))
 
 
 def skipnets(k=3, seed=0):

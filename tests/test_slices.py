@@ -13,6 +13,7 @@ from hypothesis import given, settings
 
 import jaxland
 from jaxland import paths as jp
+from _nets import np_net, to64
 
 matplotlib.use("Agg")
 KAPPA = 0.1
@@ -22,19 +23,8 @@ RTOL = 2e-5  # float32: structured vs plain vs direct sums of O(1) products (see
 RES = (5, 3)  # one grid size (15 points) throughout: one compiled kernel serves all the tests
 
 
-def to64(tree):
-    return jax.tree.map(lambda l: jnp.asarray(np.asarray(l, np.float64)), tree)
 
 
-def np_net(cls, rng, n=3, m=4, d_y=2, d_g=2, d_o=2, h=2):
-    """A network with N(0, 1/fan_in) weights from a NumPy generator (no JAX kernels compiled to make
-    test inputs; JAX compile time dominates these tests)."""
-    def f(*shape):
-        return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[-1]), jnp.float32)
-
-    if cls is jaxland.TwoLayer:
-        return cls(f(m, n), f(d_y, m))
-    return cls(f(m, n), f(d_y, m), f(m, d_o), f(d_g, m), (f(h, d_g), f(d_o, h)))
 
 
 def make_nets(k=3):
