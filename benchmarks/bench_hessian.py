@@ -7,14 +7,24 @@ d_g = d_o = 64, g with one hidden layer of 64 units, d_y = 1, "mse" (mean over s
 Methods, side by side in one run, on the identical model and data (`_torch_models.TorchSkipNet`
 copies the weights bit for bit):
 
-- ``jaxland``   `jaxland.hessian_eigs_along_path` (Lanczos, K steps, full reorthogonalisation, all
-                points in one jitted program: vmapped on GPU, a `lax.map` on CPU) and
+- ``jaxland``   `jaxland.hessian_eigs_along_path` (Lanczos, full reorthogonalisation, at most K
+                steps, stopping once the residual bounds of the wanted Ritz values are
+                ≤ tol·max|Ritz| (`--tol`, default 1e-3 like PyHessian's; `--tol 0` = exactly K
+                steps); all points in one jitted program: vmapped on GPU, a `lax.map` on CPU, or
+                with `--warm-start` a scan in which each point starts from the previous point's
+                Ritz vectors) and
                 `jaxland.hessian_trace_batch` (Hutchinson, M Rademacher probes per point, each
                 vᵀHv a forward-over-forward derivative);
 - ``pyhessian`` the PyHessian package (`pyhessian.hessian(model, criterion, data=(x, y))`): power
                 iteration with deflation for the top-k eigenvalues (`eigenvalues(top_n=k)`, default
                 tol 1e-3, at most 100 iterations each) and Hutchinson (`trace(maxIter=M)`), one
                 point at a time (a new `hessian` object per point, as a user would write it).
+
+Work is counted in Hessian-vector products (HVPs): jaxland's Lanczos steps used per point
+(`HessianEigs.num_steps`) against PyHessian's power iterations (counted by wrapping
+`pyhessian.hessian.hessian_vector_product`), a measure independent of machine load. With
+`--reference-steps R` a fixed-R-step float32 Lanczos run gives reference eigenvalues, and both
+methods' relative errors against it are recorded.
 
 Eigenvalues are compared point by point (relative difference of each of the top k). PyHessian's power
 iteration converges to the eigenvalues of largest *magnitude*; jaxland reports the largest algebraic
@@ -24,7 +34,8 @@ is positive and dominant, so the two agree; a record flags any mismatch.
 Also measured (jaxland only): λ_min, λ_max of a SkipNet with ≥ 10⁶ parameters without forming the
 Hessian.
 
-Run ``python benchmarks/bench_hessian.py`` (full) or ``--quick`` (2 points, k = 2, 8 probes). Results go to
+Run ``python benchmarks/bench_hessian.py`` (full) or ``--quick`` (2 points, k = 2, 8 probes); the
+"many points" mode is ``--points 8 --warm-start``. Results go to
 ``benchmarks/results/bench_hessian.json``.
 """
 
@@ -94,11 +105,21 @@ def num_params(net) -> int:
     return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(net))
 
 
-def run_jaxland(F, path, ts, *, k, num_steps, probes, repeats):
+def run_jaxland(F, path, ts, *, k, num_steps, probes, repeats, tol, which, warm_start, trace):
     key = jax.random.PRNGKey(1)
 
     def eig():
-        r = jaxland.hessian_eigs_along_path(F, path, ts, key=key, k=k, num_steps=num_steps)
+        r = jaxland.hessian_eigs_along_path(
+            F,
+            path,
+            ts,
+            key=key,
+            k=k,
+            num_steps=num_steps,
+            tol=tol,
+            which=which,
+            warm_start=warm_start,
+        )
         return jax.block_until_ready(r)
 
     pts = jax.vmap(path)(jnp.asarray(ts))
@@ -110,14 +131,34 @@ def run_jaxland(F, path, ts, *, k, num_steps, probes, repeats):
         return jax.block_until_ready(r)
 
     t_eig, r_eig = _time(eig, repeats=repeats)
-    t_tr, r_tr = _time(tr, repeats=repeats)
+    t_tr, r_tr = _time(tr, repeats=repeats) if trace else (float("nan"), None)
     return t_eig, r_eig, t_tr, r_tr
 
 
-def run_pyhessian(path, ts, x, y, *, k, probes, repeats, threads):
+def _count_pyhessian_hvps():
+    """Wrap `pyhessian.hessian.hessian_vector_product` (the module-level name `eigenvalues` and
+    `trace` call) with a counter; returns the counter list [n]."""
+    ph_mod = sys.modules["pyhessian.hessian"]
+    counter = [0]
+    if not hasattr(ph_mod, "_bench_orig_hvp"):
+        ph_mod._bench_orig_hvp = ph_mod.hessian_vector_product
+    orig = ph_mod._bench_orig_hvp
+
+    def counted(*a, **kw):
+        counter[0] += 1
+        return orig(*a, **kw)
+
+    ph_mod.hessian_vector_product = counted
+    return counter
+
+
+def run_pyhessian(path, ts, x, y, *, k, probes, repeats, threads, trace):
     import torch
     from _torch_models import TorchSkipNet, mse_mean
     from pyhessian import hessian
+
+    counter = _count_pyhessian_hvps()
+    hvps = []
 
     if threads:
         torch.set_num_threads(threads)
@@ -128,9 +169,12 @@ def run_pyhessian(path, ts, x, y, *, k, probes, repeats, threads):
     def eig():
         torch.manual_seed(0)
         out = []
+        hvps.clear()
         for mdl in models:
             h = hessian(mdl, mse_mean, data=(xt, yt), cuda=False)
+            counter[0] = 0
             vals, _ = h.eigenvalues(top_n=k)
+            hvps.append(counter[0])
             out.append(vals)
         return np.array(out)
 
@@ -143,8 +187,11 @@ def run_pyhessian(path, ts, x, y, *, k, probes, repeats, threads):
         return np.array(out)
 
     t_eig, v_eig = _time(eig, repeats=repeats, warmup=False)
-    t_tr, v_tr = _time(tr, repeats=repeats, warmup=False)
-    return t_eig, v_eig, t_tr, v_tr
+    if trace:
+        t_tr, v_tr = _time(tr, repeats=repeats, warmup=False)
+    else:
+        t_tr, v_tr = float("nan"), np.full(len(ts), np.nan)
+    return t_eig, v_eig, t_tr, v_tr, list(hvps)
 
 
 def main(argv=None) -> int:
@@ -155,12 +202,38 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=None, help="path points (default 8, quick 2)")
     ap.add_argument("--k", type=int, default=None, help="top-k eigenvalues (default 3, quick 2)")
     ap.add_argument(
-        "--num-steps", type=int, default=None, help="Lanczos steps K (default 48, quick 32)"
+        "--num-steps",
+        type=int,
+        default=None,
+        help="(maximum) Lanczos steps K (default 48, quick 32)",
     )
     ap.add_argument(
         "--probes", type=int, default=None, help="Hutchinson probes (default 64, quick 8)"
     )
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, quick 1)")
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=1e-3,
+        help="Lanczos stopping tolerance (residual bound ≤ tol·max|Ritz|); 0 = exactly K steps",
+    )
+    ap.add_argument(
+        "--which",
+        default="top",
+        choices=("top", "both", "bottom"),
+        help="Ritz values that must converge (default top: what PyHessian computes)",
+    )
+    ap.add_argument(
+        "--warm-start", action="store_true", help="each point starts from the previous Ritz vectors"
+    )
+    ap.add_argument(
+        "--reference-steps",
+        type=int,
+        default=0,
+        help="fixed-K Lanczos steps for reference eigenvalues (0 = none)",
+    )
+    ap.add_argument("--skip-trace", action="store_true", help="eigenvalues only")
+    ap.add_argument("--skip-pyhessian", action="store_true")
     ap.add_argument("--torch-threads", type=int, default=None)
     ap.add_argument("--skip-million", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_hessian.json"))
@@ -183,20 +256,63 @@ def main(argv=None) -> int:
         flush=True,
     )
 
+    trace = not args.skip_trace
     tj_eig, rj, tj_tr, rj_tr = run_jaxland(
-        F, path, ts, k=k, num_steps=K, probes=probes, repeats=repeats
+        F,
+        path,
+        ts,
+        k=k,
+        num_steps=K,
+        probes=probes,
+        repeats=repeats,
+        tol=args.tol,
+        which=args.which,
+        warm_start=args.warm_start,
+        trace=trace,
     )
-    print(f"  jaxland   eigs {tj_eig:.2f} s, trace {tj_tr:.2f} s", flush=True)
-    tp_eig, vp, tp_tr, vp_tr = run_pyhessian(
-        path, ts, x, y, k=k, probes=probes, repeats=repeats, threads=args.torch_threads
+    steps_j = np.asarray(rj.num_steps).tolist()
+    print(
+        f"  jaxland   eigs {tj_eig:.2f} s, trace {tj_tr:.2f} s; HVPs (Lanczos steps) per point "
+        f"{steps_j}",
+        flush=True,
     )
-    print(f"  pyhessian eigs {tp_eig:.2f} s, trace {tp_tr:.2f} s", flush=True)
+    if args.skip_pyhessian:
+        tp_eig, tp_tr, hvps_p = float("nan"), float("nan"), [float("nan")] * B
+        vp, vp_tr = np.full((B, k), np.nan), np.full(B, np.nan)
+    else:
+        tp_eig, vp, tp_tr, vp_tr, hvps_p = run_pyhessian(
+            path,
+            ts,
+            x,
+            y,
+            k=k,
+            probes=probes,
+            repeats=repeats,
+            threads=args.torch_threads,
+            trace=trace,
+        )
+    print(
+        f"  pyhessian eigs {tp_eig:.2f} s, trace {tp_tr:.2f} s; HVPs per point {hvps_p}",
+        flush=True,
+    )
+    ref = None
+    if args.reference_steps:
+        pts = jax.vmap(path)(jnp.asarray(ts))
+        ref = np.asarray(
+            jaxland.hessian_eigs_batch(
+                F, pts, key=jax.random.PRNGKey(7), k=k, num_steps=args.reference_steps
+            ).top
+        )
+        print(f"  reference ({args.reference_steps} fixed Lanczos steps) top-k {ref.tolist()}")
 
     top_j = np.asarray(rj.top)  # (B, k) descending
     top_p = np.sort(vp, axis=1)[:, ::-1]
     rel = np.abs(top_j - top_p) / np.maximum(np.abs(top_p), 1e-12)
-    tr_j = np.asarray(rj_tr.mean)
-    se_j = np.asarray(rj_tr.stderr)
+    if ref is not None:
+        err_j = np.abs(top_j - ref) / np.abs(ref)
+        err_p = np.abs(top_p - ref) / np.abs(ref)
+    tr_j = np.asarray(rj_tr.mean) if trace else np.full(B, np.nan)
+    se_j = np.asarray(rj_tr.stderr) if trace else np.full(B, np.nan)
     records = []
     for i, t in enumerate(ts):
         records.append(
@@ -210,6 +326,15 @@ def main(argv=None) -> int:
                 t=float(t),
                 k=k,
                 lanczos_steps=K,
+                tol=args.tol,
+                which=args.which,
+                warm_start=bool(args.warm_start),
+                hvps_jaxland=int(steps_j[i]),
+                hvps_pyhessian=hvps_p[i],
+                top_bound_jaxland=np.asarray(rj.top_bound[i]).tolist(),
+                top_reference=None if ref is None else ref[i].tolist(),
+                top_rel_err_jaxland=None if ref is None else err_j[i].tolist(),
+                top_rel_err_pyhessian=None if ref is None else err_p[i].tolist(),
                 probes=probes,
                 top_jaxland=top_j[i].tolist(),
                 top_pyhessian=top_p[i].tolist(),
@@ -228,6 +353,12 @@ def main(argv=None) -> int:
         eig_seconds_jaxland=tj_eig,
         eig_seconds_pyhessian=tp_eig,
         eig_speedup_vs_pyhessian=tp_eig / tj_eig,
+        hvps_jaxland=int(np.sum(steps_j)),
+        hvps_pyhessian=float(np.sum(hvps_p)),
+        hvp_ratio_pyhessian_over_jaxland=float(np.sum(hvps_p)) / float(np.sum(steps_j)),
+        tol=args.tol,
+        which=args.which,
+        warm_start=bool(args.warm_start),
         trace_seconds_jaxland=tj_tr,
         trace_seconds_pyhessian=tp_tr,
         trace_speedup_vs_pyhessian=tp_tr / tj_tr,
@@ -272,7 +403,7 @@ def main(argv=None) -> int:
     print()
     print(
         f"{'t':>6}  {'top-k jaxland':<32}{'top-k pyhessian':<32}{'max rel':>9}"
-        f"{'trace jax (±se)':>20}{'trace pyh':>11}{'lam_min':>10}"
+        f"{'trace jax (±se)':>20}{'trace pyh':>11}{'lam_min':>10}{'HVPs jax':>9}{'HVPs pyh':>9}"
     )
     for r in records:
         fmt = lambda v: " ".join(f"{u:9.4g}" for u in v)  # noqa: E731
@@ -281,12 +412,23 @@ def main(argv=None) -> int:
             f"{max(r['top_rel_diff']):>9.1e}"
             f"{r['trace_jaxland']:>12.4g} ±{r['trace_jaxland_stderr']:<7.2g}"
             f"{r['trace_pyhessian']:>11.4g}{r['lambda_min_jaxland']:>10.3g}"
+            f"{r['hvps_jaxland']:>9}{r['hvps_pyhessian']:>9}"
         )
+        if r["top_reference"] is not None:
+            print(
+                f"{'':>6}  rel. error vs reference: jaxland {max(r['top_rel_err_jaxland']):.1e}, "
+                f"pyhessian {max(r['top_rel_err_pyhessian']):.1e}"
+            )
     print(
-        f"\ntop-{k} eigenvalues at {B} points: jaxland {tj_eig:.2f} s, PyHessian {tp_eig:.2f} s "
-        f"-> {summary['eig_speedup_vs_pyhessian']:.2f}x; trace ({probes} probes): jaxland "
-        f"{tj_tr:.2f} s, PyHessian {tp_tr:.2f} s -> {summary['trace_speedup_vs_pyhessian']:.2f}x"
+        f"HVPs in total: jaxland {summary['hvps_jaxland']}, PyHessian {summary['hvps_pyhessian']:g}"
+        f" -> {summary['hvp_ratio_pyhessian_over_jaxland']:.2f}x fewer"
     )
+    line = (f"\ntop-{k} eigenvalues at {B} points: jaxland {tj_eig:.2f} s, PyHessian {tp_eig:.2f} s "
+            f"-> {summary['eig_speedup_vs_pyhessian']:.2f}x")
+    if not args.skip_trace:
+        line += (f"; trace ({probes} probes): jaxland {tj_tr:.2f} s, PyHessian {tp_tr:.2f} s -> "
+                 f"{summary['trace_speedup_vs_pyhessian']:.2f}x")
+    print(line)
     print(
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} "
         "cores; above ~1 the machine was shared and timings are noisy)"

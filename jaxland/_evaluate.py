@@ -11,7 +11,10 @@ polychains, Bézier curves, their concatenations and reversals), the objective i
 - first layer: W1(s) x = Σ_k c_k(s) (W1_k x): the K products W1_k x (N × m each) are computed once per
   piece, so the n × m first-layer product is not recomputed per point;
 - output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, multiplying the small W2 V1 (d_y × d_o) first, so the
-  N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product).
+  N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product); g's
+  linear first and last layers are folded the same way (θ_1 V2 and W2 V1 θ_k, see `_fold_layers`);
+- straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland._sweep`, which updates the
+  product with the hidden layer only where a ReLU switches between consecutive points.
 
 Values equal the plain evaluation to rounding; `structured=False` switches it off. Anything else (a user
 function, a `from_function` path, another model) is evaluated plainly.
@@ -38,6 +41,7 @@ from ._models import NoSkipNet, SkipNet, TwoLayer, relu, relu_net
 from ._objective import check_data, check_kappa
 from ._paths import AbstractPath, _combine
 from ._regularizer import regularizer
+from ._sweep import sweep_values, use_sweep
 
 __all__ = ["Objective", "objective_fn", "evaluate_path", "check_ts", "default_memory_budget"]
 
@@ -299,8 +303,59 @@ def _structured_ok(fn, path) -> bool:
 
 
 def _first_layer(basis, batches: _Batches) -> Array:
-    """W1_k x for every basis network k and batch: shape (K, nb, B, m)."""
-    return jnp.einsum("bsn,kmn->kbsm", batches.x, basis.W1)
+    """W1_k x for every batch and basis network k: shape (nb, K, B, m) (the layout the scan over
+    batches reads, so no per-call transpose)."""
+    return jnp.einsum("bsn,kmn->bksm", batches.x, basis.W1)
+
+
+def _fold_layers(nets, is_two: bool, skip: bool) -> dict:
+    """The layers after σ(W1 x) of stacked networks (leading axis c), with the small products taken
+    first so that the N-sized products are as narrow as possible:
+
+    - g's first layer is linear in V2 h: θ_1 (V2 h) = (θ_1 V2) h, so when h_1 ≤ d_g the product
+      θ_1 V2 (h_1 × m) replaces V2 and the N × d_g × h_1 product disappears;
+    - g's last layer is linear too: W2 V1 θ_k σ(…) = (W2 V1 θ_k) σ(…), a d_y-row map instead of the
+      N × h_{k−1} × d_o product followed by the N × d_o × d_y one;
+    - with a single layer (k = 1) the whole branch is the d_y × m matrix W2 V1 θ_1 V2 (plus W2 for
+      the skip term).
+
+    Returns a dict of stacked arrays (all with leading axis c): "first" (c, r, m) the rows applied to
+    h (θ_1 V2, or V2 followed by "first2" = θ_1 when h_1 > d_g), "mid" θ_2 … θ_{k−1}, "last"
+    (c, d_y, h_{k−1}) = W2 V1 θ_k, "skip" (c, d_y, m) W2 for a SkipNet.
+    """
+    if is_two:
+        return {"skip": nets.W2}
+    theta = nets.theta
+    out_map = jnp.einsum("cym,cmo->cyo", nets.W2, nets.V1)  # (c, d_y, d_o): W2 V1 first
+    out = {}
+    if skip:
+        out["skip"] = nets.W2
+    if len(theta) == 1:
+        branch = jnp.einsum("cyo,cog,cgm->cym", out_map, theta[0], nets.V2)
+        out["skip"] = out["skip"] + branch if skip else branch
+        return out
+    d_g, h_1 = nets.V2.shape[1], theta[0].shape[1]
+    out["mid"] = tuple(theta[1:-1])
+    if h_1 <= d_g:
+        out["first"] = jnp.einsum("chg,cgm->chm", theta[0], nets.V2)
+    else:
+        out["first"] = nets.V2
+        out["first2"] = theta[0]
+    out["last"] = jnp.einsum("cyo,coh->cyh", out_map, theta[-1])
+    return out
+
+
+def _head(h: Array, f: dict, is_two: bool, skip: bool) -> Array:
+    """The prediction (B, d_y) from the hidden layer h (B, m) of one point, with `_fold_layers`."""
+    if "first" not in f:  # TwoLayer, or g with a single layer
+        return h @ f["skip"].T
+    z = h @ f["first"].T  # θ_1 V2 h when folded
+    if "first2" in f:  # not folded: z = V2 h, then θ_1
+        z = z @ f["first2"].T
+    for t in f["mid"]:
+        z = relu(z) @ t.T
+    pred = relu(z) @ f["last"].T
+    return pred + h @ f["skip"].T if skip else pred
 
 
 def _structured_chunk(obj: Objective, basis, coef_fn, s, batches: _Batches, ax, data_axis):
@@ -311,8 +366,11 @@ def _structured_chunk(obj: Objective, basis, coef_fn, s, batches: _Batches, ax, 
     lossfn = get_loss(obj.loss)
     is_two = isinstance(basis, TwoLayer)
     skip = isinstance(basis, SkipNet)
-    if not is_two:
-        w2v1 = jnp.einsum("cym,cmo->cyo", nets.W2, nets.V1)  # (c, d_y, d_o): the small product first
+    folded = _fold_layers(nets, is_two, skip)
+
+    def head(h, f):
+        """Prediction (B, d_y) from the hidden layer h (B, m) of one point and its folded layers."""
+        return _head(h, f, is_two, skip)
 
     def body(acc, b):
         axb, xb, yb, wb = b  # axb (K, B, m)
@@ -321,20 +379,12 @@ def _structured_chunk(obj: Objective, basis, coef_fn, s, batches: _Batches, ax, 
         for k in range(1, K):
             pre = pre + cf[:, k, None, None] * axb[k]
         h = relu(pre)  # (c, B, m)
-        if is_two:
-            pred = jnp.einsum("cbm,cym->cby", h, nets.W2)
-        else:
-            z = jnp.einsum("cbm,cdm->cbd", h, nets.V2)
-            g = jax.vmap(relu_net)(nets.theta, z)  # (c, B, d_o)
-            pred = jnp.einsum("cbo,cyo->cby", g, w2v1)
-            if skip:
-                pred = pred + jnp.einsum("cbm,cym->cby", h, nets.W2)
+        pred = jax.vmap(head)(h, folded)  # (c, B, d_y)
         per = jax.vmap(lossfn, in_axes=(0, None))(pred, yb)  # (c, B)
         return acc + jnp.sum(per * wb, axis=1), None
 
     zero = jnp.zeros(s.shape, jnp.result_type(ax.dtype, *jax.tree.leaves(basis)))
-    axs = jnp.moveaxis(ax, 0, 1)  # (nb, K, B, m)
-    total, _ = jax.lax.scan(body, zero, (axs, batches.x, batches.y, batches.w))
+    total, _ = jax.lax.scan(body, zero, (ax, batches.x, batches.y, batches.w))
     if data_axis is not None:
         total = jax.lax.psum(total, data_axis)
     return total / obj.num_samples + jax.vmap(obj.penalty)(nets)
@@ -501,6 +551,7 @@ def evaluate_path(
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     structured: bool = True,
+    sweep: bool | None = None,
     mesh: Mesh | None = None,
     devices: Sequence | None = None,
 ) -> PyTree:
@@ -526,6 +577,11 @@ def evaluate_path(
       per-point need is estimated from the traced computation (liveness over its jaxpr) or, on the
       structured path, from the layer sizes.
     - `structured`: use the structured fast path when it applies (see the module docstring).
+    - `sweep`: on straight pieces (segments, polychain pieces) of a structured path, evaluate by
+      sweeping the ReLU breakpoints (`jaxland._sweep`: exact to rounding, cost independent of the
+      number of points up to O(N) per point). None (default): on CPU, without a mesh, for pieces
+      with ≥ 24 points when N·m ≥ 2^16 (`jaxland._sweep.use_sweep`); True: on every straight piece
+      (no mesh); False: never.
     - `mesh`: a `jax.sharding.Mesh` with an axis "points" (and optionally "data", over which the
       `Objective`'s samples are split and the loss sums `psum`-med). Default: all devices on "points"
       (global devices in a multi-host run after `jax.distributed.initialize()`, same call).
@@ -543,6 +599,8 @@ def evaluate_path(
         raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size}")
+    if sweep is not None and not isinstance(sweep, bool):
+        raise TypeError(f"sweep must be None, True or False; got {sweep!r}")
     if memory_budget is not None and not memory_budget > 0:
         raise ValueError(f"memory_budget must be a positive number of bytes; got {memory_budget}")
     if isinstance(fn, Objective) and data is not None:
@@ -585,7 +643,7 @@ def evaluate_path(
 
     if structured and _structured_ok(fn, path):
         return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,
-                                    n_pdev, n_ddev, dtype)
+                                    n_pdev, n_ddev, dtype, sweep)
 
     # plain evaluation: check what fn returns, and the per-point memory from a liveness walk over
     # one point's jaxpr
@@ -623,7 +681,7 @@ def evaluate_path(
 
 
 def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, data_axis, n_pdev,
-                         n_ddev, dtype):
+                         n_ddev, dtype, sweep=None):
     pieces = path.pieces()
     j, s = _locate(path, jnp.asarray(ts_np, dtype))
     j, s = np.asarray(j), np.asarray(s)
@@ -663,6 +721,13 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
     use_common = padded_work <= 2 * Pn
 
     for idx, basis, coef_fn, csz in work:
+        if mesh is None and use_sweep(sweep, coef_fn, idx.shape[0],
+                                      obj.num_samples * basis.W1.shape[-2], _on_cpu(None)):
+            vals = sweep_values(obj, basis, coef_fn, s[idx], batches)
+            if out is None:
+                out = np.zeros((Pn,), vals.dtype)
+            out[idx] = vals
+            continue
         ax = _precompute_first_layer(basis, batches)
         if mesh is not None:
             axspec = P(None, None, data_axis) if data_axis is not None else P()

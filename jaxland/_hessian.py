@@ -23,11 +23,15 @@ once (no chunking) and use Hessian-vector products, while `hessian_trace` below 
 forward-over-forward second derivative per probe (~3x faster on CPU). The Lanczos below restarts
 with a fresh orthogonal vector on breakdown (the block-diagonal T then still has exact eigenvalues
 of H as Ritz values), and the trace estimator maps over probes in chunks of `batch_size`.
+matfree's Lanczos also runs a fixed number of matvecs; the stopping tolerance (`tol`, Parlett's
+residual bound checked after every step in a `lax.while_loop`) and the warm start along a path
+(`hessian_eigs_along_path(..., warm_start=True)`) are written here.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -135,12 +139,20 @@ def _dense_hessian_jit(F, params):
 
 
 class Tridiag(NamedTuple):
-    """T = QᵀHQ of `lanczos_tridiag`: diagonal `alpha` (K,), off-diagonal `beta` (K−1,), and the
-    norm `residual` (scalar) of the part of H q_K outside span(Q)."""
+    """T = QᵀHQ of `lanczos_tridiag`: diagonal `alpha` (K,), off-diagonal `beta` (K−1,), the
+    norm `residual` (scalar) of the part of H q_m outside span(Q), and the number `num_steps`
+    (int scalar) m ≤ K of steps actually taken. Only the leading block is T: `alpha[:m]`,
+    `beta[:m−1]`; the entries beyond it are zero (m = K unless a `tol` stopped the loop early)."""
 
     alpha: Array
     beta: Array
     residual: Array
+    num_steps: Array
+
+
+_WHICH = ("both", "top", "bottom")
+# Relative size of the random component added to a warm start (see `hessian_eigs_along_path`).
+_WARM_NOISE = 1e-3
 
 
 def _orth(w, Q):
@@ -149,23 +161,46 @@ def _orth(w, Q):
     return w - (Q @ w) @ Q
 
 
-def lanczos_tridiag(
-    matvec: Callable[[Array], Array], v0: Float[Array, " P"], num_steps: int, key: PRNGKeyArray
-) -> Tridiag:
-    """K = `num_steps` Lanczos steps on a symmetric operator, full reorthogonalisation.
+def _masked_eigh(alpha, beta, m):
+    """Eigen-decomposition of the leading m×m block T_m of a K×K tridiagonal, with fixed shapes.
 
-    q_1 = v0/‖v0‖; for i = 1…K: α_i = q_iᵀHq_i, w = (I − Q_iQ_iᵀ)Hq_i (twice), β_i = ‖w‖,
-    q_{i+1} = w/β_i. On breakdown (β_i ≤ 100·eps·max‖Hq‖, the Krylov space is invariant) β_i is set
-    to 0 and q_{i+1} is a fresh random vector orthogonal to Q (drawn from `key`), so T stays exact:
-    its eigenvalues (Ritz values) lie in [λ_min(H), λ_max(H)] and a Ritz value with eigenvector s
-    is within `residual`·|s_K| of an eigenvalue of H.
+    The rows r ≥ m get the diagonal value c = 2G (G = max|α| + 2 max|β| over T_m, a Gershgorin
+    bound, so every eigenvalue of T_m lies in [−G, G]; c = 1 if G = 0) and no coupling, so the
+    matrix is block-diagonal diag(T_m, c·I) and `eigh` returns the m eigenpairs of T_m first
+    (ascending, their vectors zero in rows ≥ m) and then K − m copies of c. `beta` has length
+    ≥ K − 1 (only beta[:m−1] is read).
+    """
+    K = alpha.shape[-1]
+    idx = jnp.arange(K)
+    a = jnp.where(idx < m, alpha, 0)
+    b = jnp.where(idx[:-1] < m - 1, beta[: K - 1], 0)
+    G = jnp.max(jnp.abs(a)) + 2 * (jnp.max(jnp.abs(b)) if K > 1 else 0)
+    d = jnp.where(idx < m, a, jnp.where(G > 0, 2 * G, 1))
+    T = jnp.diag(d) + jnp.diag(b, 1) + jnp.diag(b, -1) if K > 1 else d[:, None]
+    return jnp.linalg.eigh(T)
 
-    **Arguments:** `matvec` (P,) -> (P,); `v0` (P,) non-zero; `num_steps` K with 1 ≤ K ≤ P.
 
-    **Returns:** `Tridiag(alpha (K,), beta (K−1,), residual ())`.
+def _wanted(K, m, k, which):
+    """Mask (K,) over the ascending eigen-indices of T_m: the k largest ("top"), the k smallest
+    ("bottom") or both, of the m Ritz values."""
+    j = jnp.arange(K)
+    top = (j >= m - k) & (j < m)
+    bottom = (j < k) & (j < m)
+    return {"top": top, "bottom": bottom, "both": top | bottom}[which]
+
+
+def _min_steps(K, k, which):
+    # the wanted set must have its full size: k (one end) or 2k (both ends, as far as K allows)
+    return k if which != "both" else min(2 * k, K)
+
+
+def _lanczos(matvec, v0, K, key, tol, which, k):
+    """Lanczos steps until step K or until the wanted Ritz values have converged (tol not None).
+
+    Returns (alpha (K,), beta (K,) with beta[m−1] the residual, Q (K, P) whose first m rows are the
+    basis and the rest zero, m).
     """
     (n,) = v0.shape
-    K = int(num_steps)
     dtype = v0.dtype
     eps = jnp.finfo(dtype).eps
     Q = jnp.zeros((K, n), dtype)
@@ -177,7 +212,7 @@ def lanczos_tridiag(
         nr = jnp.linalg.norm(r)
         return r / jnp.where(nr > 0, nr, 1)
 
-    def body(i, carry):
+    def step(i, carry):
         Q, alpha, beta, q, scale = carry
         Q = Q.at[i].set(q)
         w = matvec(q)
@@ -190,8 +225,103 @@ def lanczos_tridiag(
         return Q, alpha.at[i].set(a), beta.at[i].set(jnp.where(broke, 0, b)), q_next, scale
 
     init = (Q, jnp.zeros(K, dtype), jnp.zeros(K, dtype), q, jnp.zeros((), dtype))
-    _, alpha, beta, _, _ = jax.lax.fori_loop(0, K, body, init)
-    return Tridiag(alpha, beta[:-1], beta[-1])
+    if tol is None:
+        # fixed K: a fori_loop with static bounds (a scan, so reverse-mode differentiable)
+        Q, alpha, beta, _, _ = jax.lax.fori_loop(0, K, step, init)
+        return alpha, beta, Q, jnp.asarray(K, jnp.int32)
+
+    m_min = _min_steps(K, k, which)
+
+    def cond(c):
+        m, done, _ = c
+        return (m < K) & ~done
+
+    def body(c):
+        m, _, carry = c
+        carry = step(m, carry)
+        _, alpha, beta, _, _ = carry
+        m = m + 1
+        vals, vecs = _masked_eigh(alpha, beta, m)
+        # Parlett's residual bound: ‖H(Qs_i) − θ_i(Qs_i)‖ = β_m |s_{m,i}|
+        bound = jnp.abs(beta[m - 1] * vecs[m - 1, :])
+        scale = jnp.maximum(jnp.abs(vals[0]), jnp.abs(vals[m - 1]))
+        ok = jnp.where(_wanted(K, m, k, which), bound <= tol * scale, True)
+        return m, jnp.all(ok) & (m >= m_min), carry
+
+    m, _, (Q, alpha, beta, _, _) = jax.lax.while_loop(
+        cond, body, (jnp.asarray(0, jnp.int32), jnp.asarray(False), init)
+    )
+    return alpha, beta, Q, m
+
+
+def _check_tol(tol):
+    """None or 0 -> None (fixed K); a positive float -> that float."""
+    if tol is None:
+        return None
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, numbers.Real)
+        or not math.isfinite(tol)
+        or tol < 0
+    ):
+        raise ValueError(f"tol must be None or a finite number >= 0; got {tol!r}")
+    return None if tol == 0 else float(tol)
+
+
+def _check_which(which):
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH}; got {which!r}")
+
+
+def lanczos_tridiag(
+    matvec: Callable[[Array], Array],
+    v0: Float[Array, " P"],
+    num_steps: int,
+    key: PRNGKeyArray,
+    *,
+    tol: float | None = None,
+    which: str = "both",
+    k: int = 1,
+) -> Tridiag:
+    """At most K = `num_steps` Lanczos steps on a symmetric operator, full reorthogonalisation.
+
+    q_1 = v0/‖v0‖; for i = 1…K: α_i = q_iᵀHq_i, w = (I − Q_iQ_iᵀ)Hq_i (twice), β_i = ‖w‖,
+    q_{i+1} = w/β_i. On breakdown (β_i ≤ 100·eps·max‖Hq‖, the Krylov space is invariant) β_i is set
+    to 0 and q_{i+1} is a fresh random vector orthogonal to Q (drawn from `key`), so T stays exact:
+    its eigenvalues (Ritz values) lie in [λ_min(H), λ_max(H)] and a Ritz value θ_i with eigenvector
+    s_i of T_m is within β_m|s_{m,i}| of an eigenvalue of H (Parlett, Thm 11.4.2: that is the norm
+    of the residual H(Q s_i) − θ_i Q s_i).
+
+    Stopping rule (`tol` > 0): after every step m the m×m tridiagonal T_m is diagonalised (a masked
+    K×K `eigh`, fixed shapes, so the loop is a jittable `lax.while_loop`) and the loop stops at the
+    first m at which every wanted Ritz value satisfies β_m|s_{m,i}| ≤ tol·max_j|θ_j| — the safe
+    residual bound, not the sharper but uncertified gap bound β_m²|s_{m,i}|²/gap (the gap to the
+    rest of the spectrum of H is not known from the Ritz values). "Wanted": the k largest
+    (`which="top"`), the k smallest ("bottom") or both ("both", needs m ≥ min(2k, K)).
+
+    **Arguments:** `matvec` (P,) -> (P,); `v0` (P,) non-zero; `num_steps` K with 1 ≤ K ≤ P (the
+    maximum with `tol`); `key`; `tol` None or 0 = exactly K steps, else the relative tolerance;
+    `which`, `k`: the wanted Ritz values (only read when `tol` is set).
+
+    **Returns:** `Tridiag(alpha (K,), beta (K−1,), residual (), num_steps ())`; with m =
+    `num_steps` < K only `alpha[:m]`, `beta[:m−1]` are T_m (the rest is zero).
+    """
+    K = int(num_steps)
+    tol = _check_tol(tol)
+    _check_which(which)
+    _check_k(k, K)
+    alpha, beta, _, m = _lanczos(matvec, v0, K, key, _tol_array(tol, v0.dtype), which, k)
+    return _tridiag_of(alpha, beta, m)
+
+
+def _tol_array(tol, dtype):
+    return None if tol is None else jnp.asarray(tol, dtype)
+
+
+def _tridiag_of(alpha, beta, m):
+    K = alpha.shape[0]
+    inner = jnp.where(jnp.arange(K - 1) < m - 1, beta[:-1], 0)
+    return Tridiag(alpha, inner, beta[m - 1], m)
 
 
 def _tridiag_eigh(t: Tridiag):
@@ -232,9 +362,11 @@ class HessianEigs(NamedTuple):
 
     - `top`: (…, k) the k largest Ritz values, descending; `top[..., 0]` estimates λ_max.
     - `bottom`: (…, k) the k smallest Ritz values, ascending; `bottom[..., 0]` estimates λ_min.
-    - `top_bound`, `bottom_bound`: (…, k) residual bounds β_K|s_K|: an eigenvalue of the Hessian
-      lies within this distance of each Ritz value (Parlett, Thm 11.4.2).
-    - `ritz`: (…, K) all K Ritz values, ascending.
+    - `top_bound`, `bottom_bound`: (…, k) residual bounds β_m|s_{m,i}|: an eigenvalue of the
+      Hessian lies within this distance of each Ritz value (Parlett, Thm 11.4.2).
+    - `ritz`: (…, K) Ritz values: the first m = `num_steps` ascending, the remaining K − m NaN
+      (only when a `tol` stopped the Lanczos loop early; without `tol`, m = K).
+    - `num_steps`: (…,) int32, the number m ≤ K of Lanczos steps = Hessian-vector products used.
 
     Ritz values always lie inside [λ_min, λ_max], so `bottom` over-estimates λ_min and `top`
     under-estimates λ_max until the Krylov space resolves them; a negative `lambda_min` is a
@@ -246,6 +378,7 @@ class HessianEigs(NamedTuple):
     top_bound: Array
     bottom_bound: Array
     ritz: Array
+    num_steps: Array
 
     @property
     def lambda_max(self) -> Array:
@@ -256,39 +389,71 @@ class HessianEigs(NamedTuple):
         return self.bottom[..., 0]
 
 
-def _eigs_from_tridiag(t: Tridiag, k: int) -> HessianEigs:
-    vals, vecs = _tridiag_eigh(t)
-    bounds = jnp.abs(t.residual * vecs[-1, :])
-    return HessianEigs(
-        top=vals[::-1][:k],
-        bottom=vals[:k],
-        top_bound=bounds[::-1][:k],
-        bottom_bound=bounds[:k],
-        ritz=vals,
+def _eigs_lanczos(lin, v0, key, k, K, tol, which):
+    """(HessianEigs, u): the Lanczos estimates and u = Σ_wanted Q s_i, the sum of the wanted Ritz
+    vectors (norm √#wanted), the warm start for a nearby point."""
+    alpha, beta, Q, m = _lanczos(lin, v0, K, key, tol, which, k)
+    vals, vecs = _masked_eigh(alpha, beta, m)
+    bounds = jnp.abs(beta[m - 1] * vecs[m - 1, :])
+    i_top = jnp.maximum(m - 1 - jnp.arange(k), 0)
+    i_bot = jnp.minimum(jnp.arange(k), m - 1)
+    K_ = alpha.shape[0]
+    eigs = HessianEigs(
+        top=vals[i_top],
+        bottom=vals[i_bot],
+        top_bound=bounds[i_top],
+        bottom_bound=bounds[i_bot],
+        ritz=jnp.where(jnp.arange(K_) < m, vals, jnp.nan),
+        num_steps=m,
     )
+    u = Q.T @ (vecs @ _wanted(K_, m, k, which).astype(vecs.dtype))
+    return eigs, u
 
 
-def _eigs_one(F, params, key, k, num_steps):
+def _eigs_one(F, params, key, k, num_steps, tol=None, which="both"):
     flat, lin = _flat_hvp(F, params)
     k_v, k_r = jax.random.split(key)
     v0 = jax.random.normal(k_v, flat.shape, flat.dtype)
-    return _eigs_from_tridiag(lanczos_tridiag(lin, v0, num_steps, k_r), k)
+    return _eigs_lanczos(lin, v0, k_r, k, num_steps, tol, which)[0]
 
 
 @eqx.filter_jit
-def _eigs_jit(F, params, key, k, num_steps):
-    return _eigs_one(F, params, key, k, num_steps)
+def _eigs_jit(F, params, key, k, num_steps, tol, which):
+    return _eigs_one(F, params, key, k, num_steps, tol, which)
 
 
 @eqx.filter_jit
-def _eigs_batch_jit(F, points, keys, k, num_steps, batch_size):
+def _eigs_batch_jit(F, points, keys, k, num_steps, batch_size, tol, which):
     dyn, static = eqx.partition(points, eqx.is_array)
 
     def one(args):
         p, kk = args
-        return _eigs_one(F, eqx.combine(p, static), kk, k, num_steps)
+        return _eigs_one(F, eqx.combine(p, static), kk, k, num_steps, tol, which)
 
     return jax.lax.map(one, (dyn, keys), batch_size=batch_size)
+
+
+@eqx.filter_jit
+def _eigs_warm_jit(F, points, keys, k, num_steps, tol, which):
+    dyn, static = eqx.partition(points, eqx.is_array)
+    flat0 = _split(eqx.combine(jax.tree.map(lambda a: a[0], dyn), static))[0]
+
+    def one(carry, args):
+        u, has_prev = carry
+        p, kk = args
+        flat, lin = _flat_hvp(F, eqx.combine(p, static))
+        k_v, k_r = jax.random.split(kk)
+        r = jax.random.normal(k_v, flat.shape, flat.dtype)
+        # previous point's wanted Ritz vectors plus a small random part (components along every
+        # eigenvector, so no wanted direction that the previous basis missed is unreachable)
+        nu = jnp.linalg.norm(u)
+        warm = u / jnp.where(nu > 0, nu, 1) + _WARM_NOISE * r / jnp.linalg.norm(r)
+        v0 = jnp.where(has_prev & (nu > 0), warm, r)
+        eigs, u_next = _eigs_lanczos(lin, v0, k_r, k, num_steps, tol, which)
+        return (u_next, jnp.asarray(True)), eigs
+
+    init = (jnp.zeros_like(flat0), jnp.asarray(False))
+    return jax.lax.scan(one, init, (dyn, keys))[1]
 
 
 def _check_k(k, num_steps):
@@ -303,29 +468,40 @@ def hessian_eigs(
     key: PRNGKeyArray,
     k: int = 1,
     num_steps: int = 32,
+    tol: float | None = None,
+    which: str = "both",
 ) -> HessianEigs:
     """The k largest and k smallest eigenvalues of the Hessian ∇²F(params), by Lanczos.
 
-    Matrix-free: K = `num_steps` Hessian-vector products (one linearisation of ∇F, then K tangent
-    passes) and O(K·P) memory for the Lanczos basis, so networks with 10^6 parameters work.
-    Start vector ~ N(0, I) from `key`. Jitted (F is a static argument unless it is a pytree such
-    as `jaxland.objective_fn(x, y, kappa=…)`, whose arrays are traced).
+    Matrix-free: m ≤ K = `num_steps` Hessian-vector products (one linearisation of ∇F, then m
+    tangent passes) and O(K·P) memory for the Lanczos basis, so networks with 10^6 parameters
+    work. Start vector ~ N(0, I) from `key`. Jitted (F is a static argument unless it is a pytree
+    such as `jaxland.objective_fn(x, y, kappa=…)`, whose arrays are traced).
 
     **Arguments:**
     - `F`: callable params -> scalar.
     - `params`: the point (pytree; inexact-array leaves are the P parameters).
     - `key`: PRNG key for the start vector (and restarts).
     - `k`: how many eigenvalues at each end, 1 ≤ k ≤ K.
-    - `num_steps`: the Krylov dimension K ≤ P (a few dozen give λ_min and λ_max of typical
-      networks to a few digits; check `top_bound`/`bottom_bound`).
+    - `num_steps`: the Krylov dimension K ≤ P (the maximum when `tol` is set; a few dozen give
+      λ_min and λ_max of typical networks to a few digits; check `top_bound`/`bottom_bound`).
+    - `tol`: None or 0 (default): exactly K steps. A number > 0: stop at the first step m at which
+      every wanted Ritz value θ_i has residual bound β_m|s_{m,i}| ≤ tol·max_j|θ_j| (see
+      `lanczos_tridiag`), so each is within tol·|λ|_max of an eigenvalue of H.
+    - `which`: the Ritz values that must converge for `tol`: "both" (default; k largest and k
+      smallest), "top" (k largest) or "bottom" (k smallest). The fields for the other end are
+      still returned, with their (possibly large) bounds.
 
-    **Returns:** `HessianEigs` with `.lambda_min` and `.lambda_max`.
+    **Returns:** `HessianEigs` with `.lambda_min`, `.lambda_max` and `num_steps` (steps used).
     """
     _check_F(F)
     _check_key(key)
     _check_steps(num_steps, _num_params(params))
     _check_k(k, num_steps)
-    return _eigs_jit(F, params, key, k, num_steps)
+    tol = _check_tol(tol)
+    _check_which(which)
+    flat_dtype = _split(params)[0].dtype
+    return _eigs_jit(F, params, key, k, num_steps, _tol_array(tol, flat_dtype), which)
 
 
 def _stack_size(points) -> int:
@@ -358,6 +534,8 @@ def hessian_eigs_batch(
     k: int = 1,
     num_steps: int = 32,
     batch_size: int | None = None,
+    tol: float | None = None,
+    which: str = "both",
 ) -> HessianEigs:
     """`hessian_eigs` at B parameter points at once (one compiled program).
 
@@ -366,8 +544,9 @@ def hessian_eigs_batch(
     - `batch_size`: points vmapped together (``lax.map`` over chunks); None = all B at once on
       GPU/TPU (memory B·K·P for the Lanczos bases), one at a time on CPU (where vmapped matmuls
       are slower than sequential ones). The Lanczos start vector at point b comes from
-      ``jax.random.split(key, B)[b]``.
-    - `key`, `k`, `num_steps`: as for `hessian_eigs`.
+      ``jax.random.split(key, B)[b]``. With `tol`, vmapped points run until the slowest of the
+      chunk has converged (the others' states are frozen, their `num_steps` are their own).
+    - `key`, `k`, `num_steps`, `tol`, `which`: as for `hessian_eigs`.
 
     **Returns:** `HessianEigs` with a leading axis B on every field.
     """
@@ -377,8 +556,11 @@ def hessian_eigs_batch(
     one = jax.tree.map(lambda a: a[0] if eqx.is_inexact_array(a) else a, points)
     _check_steps(num_steps, _num_params(one))
     _check_k(k, num_steps)
+    tol = _check_tol(tol)
+    _check_which(which)
     bs = _check_batch_size(batch_size, B)
-    return _eigs_batch_jit(F, points, jax.random.split(key, B), k, num_steps, bs)
+    tol_a = _tol_array(tol, _split(one)[0].dtype)
+    return _eigs_batch_jit(F, points, jax.random.split(key, B), k, num_steps, bs, tol_a, which)
 
 
 def hessian_eigs_along_path(
@@ -390,19 +572,60 @@ def hessian_eigs_along_path(
     k: int = 1,
     num_steps: int = 32,
     batch_size: int | None = None,
+    tol: float | None = None,
+    which: str = "both",
+    warm_start: bool = False,
 ) -> HessianEigs:
     """Extreme Hessian eigenvalues of F at the points γ(t), t ∈ `ts`, of a path (e.g. `paths.linear`).
 
-    The points are ``jax.vmap(path)(ts)`` and the Lanczos runs are batched as in
-    `hessian_eigs_batch`. `ts` has shape (B,).
+    The points are ``jax.vmap(path)(ts)``. `ts` has shape (B,).
+
+    - `warm_start=False` (default): independent runs, batched as in `hessian_eigs_batch`.
+    - `warm_start=True`: the points are processed one after another in the order of `ts` (a
+      ``lax.scan``; `batch_size` must be None or 1). Point 0 starts from the same random vector
+      as a cold run; Lanczos at point b+1 starts from the normalised sum û of the wanted Ritz
+      vectors Q_b s_i of point b (`which`, k; Q_b is the basis already kept), plus a random part
+      of relative norm 10⁻³ (so the start is never exactly in an invariant subspace of the new
+      Hessian; an exact breakdown is handled by restarting anyway). On a slowly varying path û is
+      close to the wanted eigenvectors at b+1, so with `tol` fewer steps are needed there.
+
+    **Arguments:** as for `hessian_eigs_batch`, plus `path` (a callable t -> params), `ts` and
+    `warm_start`.
 
     **Returns:** `HessianEigs` with leading axis B.
     """
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of path times; got shape {ts.shape}")
+    if not isinstance(warm_start, bool):
+        raise ValueError(f"warm_start must be a bool; got {warm_start!r}")
     points = jax.vmap(path)(ts)
-    return hessian_eigs_batch(F, points, key=key, k=k, num_steps=num_steps, batch_size=batch_size)
+    if not warm_start:
+        return hessian_eigs_batch(
+            F,
+            points,
+            key=key,
+            k=k,
+            num_steps=num_steps,
+            batch_size=batch_size,
+            tol=tol,
+            which=which,
+        )
+    if batch_size not in (None, 1):
+        raise ValueError(
+            f"batch_size must be None or 1 with warm_start=True (points run one after another); "
+            f"got {batch_size!r}"
+        )
+    _check_F(F)
+    _check_key(key)
+    B = _stack_size(points)
+    one = jax.tree.map(lambda a: a[0] if eqx.is_inexact_array(a) else a, points)
+    _check_steps(num_steps, _num_params(one))
+    _check_k(k, num_steps)
+    tol = _check_tol(tol)
+    _check_which(which)
+    tol_a = _tol_array(tol, _split(one)[0].dtype)
+    return _eigs_warm_jit(F, points, jax.random.split(key, B), k, num_steps, tol_a, which)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -105,6 +105,39 @@ def test_structured_equals_plain_float64():
         np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-12)
 
 
+# The structured kernel folds the layers around g: θ_1 V2 when h_1 ≤ d_g (else V2 then θ_1), the
+# hidden θ_2 … θ_{k−1}, W2 V1 θ_k, and for k = 1 the whole branch into one d_y × m map. Each shape
+# of g takes a different route: (hidden sizes of g, d_g).
+BRANCHES = [((), 2), ((3,), 2), ((1,), 2), ((3, 2), 2), ((2, 4, 3), 3)]
+
+
+@pytest.mark.parametrize("model", [jaxland.SkipNet, jaxland.NoSkipNet])
+@pytest.mark.parametrize("hidden,d_g", BRANCHES, ids=[f"h{h}-dg{d}" for h, d in BRANCHES])
+def test_structured_folds_every_branch_shape_float64(model, hidden, d_g):
+    """Every folding route equals the plain evaluation to 1e-12 relative in float64 (rounding of
+    sums of ~10 products of O(1) numbers, ~1e-15 each)."""
+    rng = np.random.default_rng(len(hidden) * 10 + d_g)
+    n, m, d_o, d_y = 3, 5, 2, 2
+
+    def f(*shape):
+        return rng.normal(size=shape) / np.sqrt(shape[-1])
+
+    def net():
+        sizes = (d_g, *hidden, d_o)
+        theta = tuple(f(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1))
+        return model(f(m, n), f(d_y, m), f(m, d_o), f(d_g, m), theta)
+
+    a, b = net(), net()
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(N, n)))
+        y = jnp.asarray(rng.normal(size=(N, d_y)))
+        path = jp.linear(*to64([a, b]))
+        obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+        fast = jaxland.evaluate_path(obj, path, TS)
+        plain = jaxland.evaluate_path(obj, path, TS, structured=False)
+        np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-12)
+
+
 def test_fallback_for_other_paths_and_functions():
     """A from_function path or a plain callable is evaluated plainly, with the same values."""
     x, y = make_data()

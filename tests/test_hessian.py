@@ -178,3 +178,162 @@ def test_bad_inputs():
         jl.hvp(F, net, bad_v)
     with pytest.raises(ValueError, match="F must return a scalar"):
         jl.hessian_eigs(lambda n: n.W1, net, key=key, num_steps=4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lanczos with a stopping tolerance, and warm starts along a path
+# ----------------------------------------------------------------------------------------------
+
+
+def _gapped_operator(P=120, seed=0):
+    """A symmetric P×P matrix with a clear gap at both ends: eigenvalues 10, 9, −5, −4.5 and P − 4
+    values in [−1, 1] (float64; call inside `jax.enable_x64`)."""
+    rng = np.random.default_rng(seed)
+    ev = np.concatenate([[10.0, 9.0, -5.0, -4.5], rng.uniform(-1, 1, P - 4)])
+    U, _ = np.linalg.qr(rng.normal(size=(P, P)))
+    return jnp.asarray((U * ev) @ U.T), np.sort(ev)
+
+
+def _ritz_and_bounds(alpha, beta, residual, m):
+    """Ritz values of the leading m×m block and Parlett's bounds residual·|s_m|, in numpy."""
+    a, b = np.asarray(alpha)[:m], np.asarray(beta)[: m - 1]
+    vals, vecs = np.linalg.eigh(np.diag(a) + np.diag(b, 1) + np.diag(b, -1))
+    return vals, np.abs(float(residual) * vecs[-1, :])
+
+
+def _wanted_np(m, k, which):
+    j = np.arange(m)
+    top, bottom = j >= m - k, j < k
+    return {"top": top, "bottom": bottom, "both": top | bottom}[which]
+
+
+def _check_first_converged_step(t, ev, K, k, tol, which):
+    chex.assert_shape((t.alpha, t.beta), [(K,), (K - 1,)])
+    m = int(t.num_steps)
+    # clear gaps (ratio ~0.1 of the spread): far fewer than K steps
+    assert 2 * k <= m < K, (which, m)
+    np.testing.assert_array_equal(t.alpha[m:], 0.0)
+    np.testing.assert_array_equal(t.beta[m - 1 :], 0.0)
+    vals, bounds = _ritz_and_bounds(t.alpha, t.beta, t.residual, m)
+    w = _wanted_np(m, k, which)
+    scale = np.abs(vals).max()
+    # the stopping rule held at m ...
+    assert np.all(bounds[w] <= tol * scale), which
+    # ... and each Ritz value is within its bound of an eigenvalue of H (Parlett Thm 11.4.2;
+    # + float64 rounding of a 60-step recurrence on a norm-10 matrix)
+    for val, bd in zip(vals, bounds, strict=True):
+        assert np.abs(ev - val).min() <= bd + 1e-11 * scale
+    # ... but not at m − 1: T_{m−1} is the leading block, its residual is beta[m−2]
+    if m - 1 >= (2 * k if which == "both" else k):
+        vals1, bounds1 = _ritz_and_bounds(t.alpha, t.beta, t.beta[m - 2], m - 1)
+        w1 = _wanted_np(m - 1, k, which)
+        assert np.any(bounds1[w1] > tol * np.abs(vals1).max()), which
+
+
+class LanczosTolTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_stops_at_first_converged_step_float64(self):
+        with jax.enable_x64(True):
+            H, ev = _gapped_operator()
+            K, k, tol = 60, 2, 1e-6
+            run = self.variant(
+                lambda v0, key: jl.lanczos_tridiag(lambda v: H @ v, v0, K, key, tol=tol, k=k)
+            )
+            t = run(jnp.ones(ev.size), jax.random.PRNGKey(0))
+            _check_first_converged_step(t, ev, K, k, tol, "both")
+
+    def test_stops_for_one_end_float64(self):
+        with jax.enable_x64(True):
+            H, ev = _gapped_operator()
+            K, k, tol = 60, 2, 1e-6
+            for which in ("top", "bottom"):
+                t = jl.lanczos_tridiag(
+                    lambda v: H @ v,
+                    jnp.ones(ev.size),
+                    K,
+                    jax.random.PRNGKey(0),
+                    tol=tol,
+                    which=which,
+                    k=k,
+                )
+                _check_first_converged_step(t, ev, K, k, tol, which)
+
+    def test_tol_zero_is_the_fixed_k_run(self):
+        with jax.enable_x64(True):
+            H, _ = _gapped_operator()
+            args = (lambda v: H @ v, jnp.ones(120), 40, jax.random.PRNGKey(0))
+            fixed = jl.lanczos_tridiag(*args)
+            zero = jl.lanczos_tridiag(*args, tol=0.0, k=2)
+            # no breakdown on this operator, so all K steps are taken, bit for bit the same run
+            assert int(fixed.num_steps) == int(zero.num_steps) == 40
+            chex.assert_trees_all_equal(fixed, zero)
+
+
+def test_hessian_eigs_tol_within_bounds_of_dense_float64():
+    with jax.enable_x64(True):
+        net, F = _problem(jnp.float64)
+        ev = _dense_eigs(F, net)
+        P, K, k, tol = ev.size, 40, 2, 1e-5
+        r = jl.hessian_eigs(F, net, key=jax.random.PRNGKey(1), k=k, num_steps=K, tol=tol)
+        m = int(r.num_steps)
+        assert m < K
+        chex.assert_shape((r.top, r.ritz, r.num_steps), [(k,), (K,), ()])
+        ritz = np.asarray(r.ritz)
+        assert np.all(np.isfinite(ritz[:m])) and np.all(np.isnan(ritz[m:]))
+        assert np.all(np.diff(ritz[:m]) >= 0)
+        scale = np.abs(ev).max()
+        vals = np.concatenate([r.top, r.bottom])
+        bounds = np.concatenate([r.top_bound, r.bottom_bound])
+        # the stopping rule (bounds relative to the largest |Ritz value|) and Parlett's theorem:
+        # each wanted Ritz value is within its bound of an eigenvalue (+ float64 rounding, P = 44)
+        assert np.all(bounds <= tol * np.abs(ritz[:m]).max())
+        for val, bd in zip(vals, bounds, strict=True):
+            assert np.abs(ev - val).min() <= bd + 1e-10 * scale
+        assert P == 44
+
+
+def test_warm_start_along_path_same_eigs_fewer_steps_float64():
+    with jax.enable_x64(True):
+        net, F = _problem(jnp.float64)
+        other = jl.SkipNet.init(
+            jax.random.PRNGKey(7), dtype=jnp.float64, residual_scale=1.0, **SMALL
+        )
+        # a slowly varying family: 4 points on 2 % of the segment towards another network
+        near = jax.tree.map(lambda a, b: a + 0.02 * (b - a), net, other)
+        path = paths.linear(net, near)
+        ts = jnp.linspace(0.0, 1.0, 4)
+        kw = dict(key=jax.random.PRNGKey(2), k=2, num_steps=40, tol=1e-6)
+        cold = jl.hessian_eigs_along_path(F, path, ts, **kw)
+        warm = jl.hessian_eigs_along_path(F, path, ts, warm_start=True, **kw)
+        chex.assert_shape((warm.top, warm.num_steps), [(4, 2), (4,)])
+        for i, t in enumerate(ts):
+            ev = _dense_eigs(F, path(t))
+            scale = np.abs(ev).max()
+            for r in (cold, warm):
+                vals = np.concatenate([r.top[i], r.bottom[i]])
+                bounds = np.concatenate([r.top_bound[i], r.bottom_bound[i]])
+                # Parlett's bound (+ float64 rounding); both runs meet the same tolerance
+                assert np.all(bounds <= 1e-6 * scale * 1.0001)
+                for val, bd in zip(vals, bounds, strict=True):
+                    assert np.abs(ev - val).min() <= bd + 1e-10 * scale
+        sc, sw = np.asarray(cold.num_steps), np.asarray(warm.num_steps)
+        # point 0 starts from the same random vector; later points from the previous Ritz vectors
+        assert sw[0] == sc[0]
+        assert np.all(sw[1:] <= sc[1:]) and sw.sum() < sc.sum(), (sc, sw)
+
+
+def test_tol_bad_inputs():
+    net, F = _problem(jnp.float32, skip=False)
+    key = jax.random.PRNGKey(0)
+    for bad in (-1e-3, float("nan"), "1e-3", True):
+        with pytest.raises(ValueError, match="tol must be None or a finite number >= 0"):
+            jl.hessian_eigs(F, net, key=key, num_steps=4, tol=bad)
+    with pytest.raises(ValueError, match=r"which must be one of \('both', 'top', 'bottom'\)"):
+        jl.hessian_eigs(F, net, key=key, num_steps=4, tol=1e-3, which="middle")
+    with pytest.raises(ValueError, match="tol must be None"):
+        jl.lanczos_tridiag(lambda v: v, jnp.ones(3), 2, key, tol=-1.0)
+    path = paths.linear(net, net)
+    with pytest.raises(ValueError, match="batch_size must be None or 1 with warm_start=True"):
+        jl.hessian_eigs_along_path(F, path, jnp.zeros(2), key=key, warm_start=True, batch_size=2)
+    with pytest.raises(ValueError, match="warm_start must be a bool"):
+        jl.hessian_eigs_along_path(F, path, jnp.zeros(2), key=key, warm_start="yes")

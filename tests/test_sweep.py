@@ -1,0 +1,169 @@
+"""The breakpoint sweep (jaxland._sweep): F along straight pieces from incremental switch updates.
+
+Exactness is checked in float64 against the plain evaluation (vmap of F over γ(t)): the sweep sums
+the same products in a different order, so values agree to ~1e-15 relative; 1e-11 leaves room for
+the accumulated switch updates (≤ m per sample, each a rounding of ~1e-16).
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxland
+import jaxland._evaluate as ev
+import jaxland._sweep as sw
+from jaxland import paths as jp
+
+RTOL64 = 1e-11
+
+
+def _net(cls, rng, n, m, d_y, d_g, hidden):
+    def f(*shape):
+        return rng.normal(size=shape) / np.sqrt(shape[-1])
+
+    if cls is jaxland.TwoLayer:
+        return cls(f(m, n), f(d_y, m))
+    sizes = (d_g, *hidden, 2)
+    theta = tuple(f(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1))
+    return cls(f(m, n), f(d_y, m), f(m, 2), f(d_g, m), theta)
+
+
+def _path(kind, a, b, c):
+    return {
+        "linear": lambda: jp.linear(a, b),
+        "polychain": lambda: jp.polychain([a, c, b]),
+        "bezier1": lambda: jp.bezier([a, b]),
+        "reverse": lambda: jp.reverse(jp.concat(jp.linear(a, c), jp.polychain([c, a, b]))),
+    }[kind]()
+
+
+def _compare(cls, kind, ts, seed=0, n=3, m=6, d_y=2, d_g=2, hidden=(3,), N=11, kappa=0.1):
+    rng = np.random.default_rng(seed)
+    nets = [_net(cls, rng, n, m, d_y, d_g, hidden) for _ in range(3)]
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(N, n)))
+        y = jnp.asarray(rng.normal(size=(N, d_y)))
+        path = _path(kind, *[jax.tree.map(jnp.asarray, t) for t in nets])
+        obj = jaxland.objective_fn(x, y, kappa=kappa)
+        fast = jaxland.evaluate_path(obj, path, ts, sweep=True)
+        plain = jaxland.evaluate_path(obj, path, ts, structured=False)
+        chex.assert_shape(fast, (len(ts),))
+        assert fast.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=RTOL64)
+
+
+GRID = np.linspace(0.0, 1.0, 29)  # uniform: the arithmetic point lookup
+RAND = np.concatenate([np.random.default_rng(7).uniform(size=25), [0.0, 1.0, 0.5, 0.5]])  # unsorted
+
+
+# every piece kind with SkipNet; the other models (a different rows/head) on one kind each
+CASES = ([(jaxland.SkipNet, k) for k in ("linear", "polychain", "bezier1", "reverse")]
+         + [(jaxland.NoSkipNet, "linear"), (jaxland.TwoLayer, "polychain")])
+
+
+@pytest.mark.parametrize("cls,kind", CASES, ids=[f"{c.__name__}-{k}" for c, k in CASES])
+def test_sweep_equals_plain_float64(cls, kind):
+    _compare(cls, kind, GRID if kind in ("linear", "reverse") else RAND)
+
+
+@settings(max_examples=3, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    m=st.integers(1, 9),
+    n=st.integers(1, 4),
+    hidden=st.sampled_from([(), (2,), (3, 2)]),
+    P=st.integers(1, 40),
+    uniform=st.booleans(),
+)
+def test_sweep_random_shapes_and_points(seed, m, n, hidden, P, uniform):
+    rng = np.random.default_rng(seed)
+    ts = np.linspace(0.0, 1.0, P) if uniform else rng.uniform(size=P)
+    _compare(jaxland.SkipNet, "linear", ts, seed=seed, n=n, m=m, hidden=hidden)
+
+
+def test_switch_exactly_at_a_point():
+    """Breakpoints that coincide with evaluation points (t = 0.25, 0.5 exactly in binary) take the
+    same value from either side: the sweep equals the plain evaluation there too."""
+    with jax.enable_x64(True):
+        # unit 0 switches on at t = 0.5, unit 1 off at t = 0.25 (x = 1): A + tD with A = -0.5, D = 1
+        # and A = 0.25, D = -1 (W1 at t=0: (-0.5, 0.25); at t=1: (0.5, -0.75))
+        a = jaxland.TwoLayer(jnp.array([[-0.5], [0.25]]), jnp.array([[1.0, 2.0]]))
+        b = jaxland.TwoLayer(jnp.array([[0.5], [-0.75]]), jnp.array([[3.0, -1.0]]))
+        x, y = jnp.ones((1, 1)), jnp.zeros((1, 1))
+        obj = jaxland.objective_fn(x, y)
+        ts = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+        fast = jaxland.evaluate_path(obj, jp.linear(a, b), ts, sweep=True)
+        plain = jaxland.evaluate_path(obj, jp.linear(a, b), ts, structured=False)
+        np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-14, atol=1e-15)
+
+
+def test_sweep_data_chunks_and_batches(monkeypatch):
+    """Splitting the samples into chunks (a small entry budget) and into batches gives the same
+    values: the per-sample loss sums are added, then divided by N once."""
+    rng = np.random.default_rng(3)
+    a, b = (_net(jaxland.SkipNet, rng, 3, 6, 1, 2, (2,)) for _ in range(2))
+    with jax.enable_x64(True):
+        x, y = jnp.asarray(rng.normal(size=(13, 3))), jnp.asarray(rng.normal(size=(13, 1)))
+        path = jp.linear(*[jax.tree.map(jnp.asarray, t) for t in (a, b)])
+        obj = jaxland.objective_fn(x, y, kappa=0.2)
+        whole = jaxland.evaluate_path(obj, path, GRID, sweep=True)
+        monkeypatch.setattr(sw, "_SWEEP_SAMPLE_ENTRIES", 6 * 4)  # 4 samples per chunk
+        chunked = jaxland.evaluate_path(obj, path, GRID, sweep=True)
+        batched = jaxland.evaluate_path(obj, path, GRID, sweep=True, batch_size=5)
+        np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-13)
+        np.testing.assert_allclose(np.asarray(batched), np.asarray(whole), rtol=1e-13)
+
+
+def test_float32_matches_point_kernel():
+    """float32: the sweep and the point-by-point kernel agree to float32 rounding of the O(m)
+    switch updates (values of order 1, m = 64: ~1e-6; 1e-4 is far above it and far below any
+    modelling difference)."""
+    rng = np.random.default_rng(5)
+    nets = [_net(jaxland.SkipNet, rng, 4, 64, 1, 8, (8,)) for _ in range(2)]
+    a, b = (jax.tree.map(lambda l: jnp.asarray(l, jnp.float32), t) for t in nets)
+    x = jnp.asarray(rng.normal(size=(200, 4)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(200, 1)), jnp.float32)
+    obj = jaxland.objective_fn(x, y)
+    ts = np.linspace(0, 1, 64)
+    fast = jaxland.evaluate_path(obj, jp.linear(a, b), ts, sweep=True)
+    point = jaxland.evaluate_path(obj, jp.linear(a, b), ts, sweep=False)
+    assert fast.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(point), rtol=1e-4)
+
+
+def test_dispatch(monkeypatch):
+    """Automatic use: affine pieces with ≥ SWEEP_MIN_POINTS points and ≥ SWEEP_MIN_ENTRIES data
+    entries on CPU; never for a curved piece, with sweep=False, or below the thresholds."""
+    calls = []
+    real = sw.sweep_values
+
+    def spy(*args):
+        calls.append(len(args[3]))
+        return real(*args)
+
+    monkeypatch.setattr(ev, "sweep_values", spy)
+    monkeypatch.setattr(sw, "SWEEP_MIN_ENTRIES", 9 * 5)  # this problem's N·m
+    rng = np.random.default_rng(1)
+    a, b, c = (jax.tree.map(lambda l: jnp.asarray(l, jnp.float32),
+                            _net(jaxland.SkipNet, rng, 3, 5, 1, 2, (2,))) for _ in range(3))
+    x = jnp.asarray(rng.normal(size=(9, 3)), jnp.float32)
+    obj = jaxland.objective_fn(x, jnp.zeros((9, 1), jnp.float32))
+    many = np.linspace(0, 1, sw.SWEEP_MIN_POINTS)
+    jaxland.evaluate_path(obj, jp.linear(a, b), many)
+    assert calls == [sw.SWEEP_MIN_POINTS]
+    jaxland.evaluate_path(obj, jp.linear(a, b), many, sweep=False)
+    jaxland.evaluate_path(obj, jp.linear(a, b), many[:-1])  # below the threshold
+    monkeypatch.setattr(sw, "SWEEP_MIN_ENTRIES", 9 * 5 + 1)
+    jaxland.evaluate_path(obj, jp.linear(a, b), many)  # too little data
+    jaxland.evaluate_path(obj, jp.bezier([a, c, b]), many)  # curved: never
+    assert calls == [sw.SWEEP_MIN_POINTS]
+    jaxland.evaluate_path(obj, jp.bezier([a, c, b]), many, sweep=True)
+    assert calls == [sw.SWEEP_MIN_POINTS]
+    jaxland.evaluate_path(obj, jp.linear(a, b), many[:3], sweep=True)  # forced
+    assert calls == [sw.SWEEP_MIN_POINTS, 3]
+    with pytest.raises(TypeError, match="sweep must be None, True or False"):
+        jaxland.evaluate_path(obj, jp.linear(a, b), many, sweep="yes")
