@@ -41,7 +41,7 @@ from ._models import NoSkipNet, SkipNet, TwoLayer, relu, relu_net
 from ._objective import check_data, check_kappa
 from ._paths import AbstractPath, _combine
 from ._regularizer import regularizer
-from ._sweep import sweep_values, use_sweep
+from ._sweep import sweep_batch_rows, sweep_values, use_sweep
 
 __all__ = ["Objective", "objective_fn", "evaluate_path", "check_ts", "default_memory_budget"]
 
@@ -720,10 +720,14 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
     padded_work = sum(int(math.ceil(c / common)) * common for c in counts)
     use_common = padded_work <= 2 * Pn
 
+    sweep_batches = {}  # rows per batch -> the data re-batched for the sweep
     for idx, basis, coef_fn, csz in work:
         if mesh is None and use_sweep(sweep, coef_fn, idx.shape[0],
                                       obj.num_samples * basis.W1.shape[-2], _on_cpu(None)):
-            vals = sweep_values(obj, basis, coef_fn, s[idx], batches)
+            rows = sweep_batch_rows(basis.W1.shape[-2], batches.x.shape[1])
+            if rows not in sweep_batches:  # the pieces of one path share it
+                sweep_batches[rows] = _make_batches(obj.x, obj.y, rows)[0]
+            vals = sweep_values(obj, basis, coef_fn, s[idx], sweep_batches[rows])
             if out is None:
                 out = np.zeros((Pn,), vals.dtype)
             out[idx] = vals

@@ -526,6 +526,20 @@ def _check_batch_size(batch_size, B):
     return min(batch_size, B)
 
 
+def _check_points_args(F, points, key, k, num_steps, tol, which):
+    """Validate the arguments shared by the batched eigenvalue calls; returns (B, tol as an array
+    of the parameters' dtype or None)."""
+    _check_F(F)
+    _check_key(key)
+    B = _stack_size(points)
+    one = jax.tree.map(lambda a: a[0] if eqx.is_inexact_array(a) else a, points)
+    _check_steps(num_steps, _num_params(one))
+    _check_k(k, num_steps)
+    tol = _check_tol(tol)
+    _check_which(which)
+    return B, _tol_array(tol, _split(one)[0].dtype)
+
+
 def hessian_eigs_batch(
     F: Callable[[PyTree], Array],
     points: PyTree,
@@ -550,16 +564,8 @@ def hessian_eigs_batch(
 
     **Returns:** `HessianEigs` with a leading axis B on every field.
     """
-    _check_F(F)
-    _check_key(key)
-    B = _stack_size(points)
-    one = jax.tree.map(lambda a: a[0] if eqx.is_inexact_array(a) else a, points)
-    _check_steps(num_steps, _num_params(one))
-    _check_k(k, num_steps)
-    tol = _check_tol(tol)
-    _check_which(which)
+    B, tol_a = _check_points_args(F, points, key, k, num_steps, tol, which)
     bs = _check_batch_size(batch_size, B)
-    tol_a = _tol_array(tol, _split(one)[0].dtype)
     return _eigs_batch_jit(F, points, jax.random.split(key, B), k, num_steps, bs, tol_a, which)
 
 
@@ -616,15 +622,7 @@ def hessian_eigs_along_path(
             f"batch_size must be None or 1 with warm_start=True (points run one after another); "
             f"got {batch_size!r}"
         )
-    _check_F(F)
-    _check_key(key)
-    B = _stack_size(points)
-    one = jax.tree.map(lambda a: a[0] if eqx.is_inexact_array(a) else a, points)
-    _check_steps(num_steps, _num_params(one))
-    _check_k(k, num_steps)
-    tol = _check_tol(tol)
-    _check_which(which)
-    tol_a = _tol_array(tol, _split(one)[0].dtype)
+    B, tol_a = _check_points_args(F, points, key, k, num_steps, tol, which)
     return _eigs_warm_jit(F, points, jax.random.split(key, B), k, num_steps, tol_a, which)
 
 

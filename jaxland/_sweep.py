@@ -52,6 +52,13 @@ SWEEP_MIN_ENTRIES = 1 << 16
 _SWEEP_SAMPLE_ENTRIES = 1 << 22
 
 
+def sweep_batch_rows(m: int, batch_size: int | None) -> int:
+    """Rows per data batch for the sweep: the caller's `batch_size`, capped so that a batch has at
+    most _SWEEP_SAMPLE_ENTRIES (sample, unit) entries (the N·m-sized switch lists)."""
+    cap = max(1, _SWEEP_SAMPLE_ENTRIES // m)
+    return cap if batch_size is None else min(cap, int(batch_size))
+
+
 def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool) -> bool:
     """Whether `evaluate_path` sweeps a piece: `sweep` True (wherever the piece is affine) or None
     (automatic: on CPU, ≥ SWEEP_MIN_POINTS points on the piece and ≥ SWEEP_MIN_ENTRIES entries N·m)."""
@@ -93,8 +100,8 @@ def _endpoints(basis, alpha, beta):
 @eqx.filter_jit
 def _breakpoints(na, nb, x, s, n_real, uniform: bool):
     """A, D (c, m), the breakpoints t = −A/D (inf where D = 0), and for each entry the first point
-    p with s_p > t among the sorted points s[:n_real] (0 where t < s_0, ≥ n_real − 1 … where
-    t ≥ s_{n_real−1}: no switch). `uniform`: the points are an evenly spaced grid (up to rounding),
+    p with s_p > t among the sorted points s[:n_real] (0 where t < s_0 and s.shape[0] where
+    t ≥ s_{n_real−1}: no switch in either case). `uniform`: the points are an evenly spaced grid (up to rounding),
     so p comes from arithmetic plus an exact correction instead of a binary search."""
     A = x @ na.W1.T
     D = x @ nb.W1.T
@@ -207,7 +214,8 @@ def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
 
     **Arguments:** `obj` the `Objective`; `basis`, `coef_fn` from the piece's `combination()`
     (`affine_coefficients(coef_fn)` must hold); `s` (P,) host array in [0, 1]; `batches` the padded
-    data (x (nb, B, n), y (nb, B, …), w (nb, B)) of `evaluate_path`.
+    data (x (nb, B, n), y (nb, B, …), w (nb, B)) in batches of at most `sweep_batch_rows(m)` rows
+    (each batch is swept on its own and the loss sums are added).
 
     **Returns:** (P,) NumPy array of F values in the order of `s`.
     """
@@ -227,36 +235,23 @@ def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
     s_dev = jnp.asarray(s_pad)
     gaps = np.diff(s_sorted.astype(np.float64))
     uniform = bool(Pn > 2 and gaps.max() - gaps.min() <= 0.25 * gaps.mean() and gaps.min() > 0)
-    m = basis.W1.shape[-2]
-    x, y, w = batches.x, batches.y, batches.w
-    nbat, B = x.shape[0], x.shape[1]
-    rows = max(1, min(B, _SWEEP_SAMPLE_ENTRIES // m))
     total = np.zeros(s_pad.shape[0], np.float64)
-    for b in range(nbat):
-        for lo in range(0, B, rows):
-            xc, yc, wc = (_pad_rows(a[b, lo:lo + rows], rows) for a in (x, y, w))
-            A, D, tstar, point = _breakpoints(na, nb, xc, s_dev, jnp.asarray(Pn, jnp.int32),
-                                                  uniform)
-            events, bounds = _group_switches(np.asarray(point), s_pad.shape[0])
-            # switches applied per scatter: about a quarter of the mean per point, at most 1024
-            # (larger update blocks leave the caches: measured on the reference problem of
-            # benchmarks/bench_paths.py, 8192 ran 1.4x slower than 2048 at P = 256)
-            per_point = events.shape[0] / s_pad.shape[0]
-            block = int(min(max(2 ** math.ceil(math.log2(max(per_point / 4, 1))), 128), 1024))
-            # pad the switch list to a bucketed length (+ one block of slack for the last slice)
-            ev = np.zeros(_bucket(events.shape[0] + 1) + block, np.int32)
-            ev[: events.shape[0]] = events
-            sums = _sweep_scan(obj, na, nb, s_dev, A, D, tstar, jnp.asarray(ev),
-                               jnp.asarray(bounds), yc, wc, block)
-            total += np.asarray(sums, np.float64)
+    for xc, yc, wc in zip(batches.x, batches.y, batches.w, strict=True):
+        A, D, tstar, point = _breakpoints(na, nb, xc, s_dev, jnp.asarray(Pn, jnp.int32), uniform)
+        events, bounds = _group_switches(np.asarray(point), s_pad.shape[0])
+        # switches applied per scatter: about a quarter of the mean per point, at most 1024
+        # (larger update blocks leave the caches: measured on the reference problem of
+        # benchmarks/bench_paths.py, 8192 ran 1.4x slower than 2048 at P = 256)
+        per_point = events.shape[0] / s_pad.shape[0]
+        block = int(min(max(2 ** math.ceil(math.log2(max(per_point / 4, 1))), 128), 1024))
+        # pad the switch list to a bucketed length (+ one block of slack for the last slice)
+        ev = np.zeros(_bucket(events.shape[0] + 1) + block, np.int32)
+        ev[: events.shape[0]] = events
+        sums = _sweep_scan(obj, na, nb, s_dev, A, D, tstar, jnp.asarray(ev), jnp.asarray(bounds),
+                           yc, wc, block)
+        total += np.asarray(sums, np.float64)
     vals = total / obj.num_samples + np.asarray(_penalties(obj, na, nb, s_dev), np.float64)
     out = np.empty(Pn, np.dtype(dtype))
     out[order] = vals[:Pn]
     return out
 
-
-def _pad_rows(a, rows: int):
-    """`a` with zero rows appended up to `rows` (padding samples carry weight 0)."""
-    if a.shape[0] == rows:
-        return a
-    return jnp.concatenate([a, jnp.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)])
