@@ -9,7 +9,7 @@ Methods, side by side in one run, all on the same grid t_k = k / P, k = 1 … P 
 `loss_landscapes.linear_interpolation(..., steps=P)` walks):
 
 - ``evaluate_path``  `jaxland.evaluate_path` with its defaults: on CPU the segment is evaluated by the
-                     breakpoint sweep (`jaxland._sweep`: the product with the hidden layer is updated
+                     breakpoint sweep (`jaxland/engine/_sweep.py`: the product with the hidden layer is updated
                      only where a ReLU switches between consecutive points);
 - ``evaluate_path_points`` the same call with ``sweep=False``: the point-by-point structured kernel
                      (vmap + jit, chunked; first layer precomputed, small products first);

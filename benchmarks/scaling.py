@@ -20,13 +20,13 @@ from pathlib import Path
 import jax
 
 import jaxland
-from jaxland._store import to_jsonable
+from jaxland.experiments._store import to_jsonable
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the quick preset")
-    p.add_argument("--preset", choices=jaxland._scaling.SCALING_PRESETS, default=None)
+    p.add_argument("--preset", choices=jaxland.experiments._scaling.SCALING_PRESETS, default=None)
     p.add_argument("--out", default=None, help="run folder (default benchmarks/results/scaling_<preset>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ms", type=int, nargs="+", default=None, help="widths (replace the preset's)")

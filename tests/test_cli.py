@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from jaxland.cli import main
+from jaxland.experiments._cli import main
 
 
 def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):

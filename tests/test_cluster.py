@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import jaxland
-from jaxland._cluster import row_angles
+from jaxland.construct._cluster import row_angles
 
 M, N_DIM = 12, 3  # one shape for the property tests: values vary, compiled kernels are reused
 

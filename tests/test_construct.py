@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import jaxland
-from jaxland._construct import PINV_RTOL_FACTOR, _branch_norms, _eval_chunks
-from jaxland._objective import data_loss
-from jaxland._regularizer import regularizer
+from jaxland.construct._steps import PINV_RTOL_FACTOR, _branch_norms
+from jaxland.construct._theorem_path import _eval_chunks
+from jaxland.model._objective import data_loss
+from jaxland.model._regularizer import regularizer
 
 N, n, M, DY, L = 32, 3, 12, 2, 3
 KAPPA = 0.05

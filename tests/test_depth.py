@@ -1,4 +1,4 @@
-"""Depth of local minima and the minimum spanning tree of barriers (jaxland._depth)."""
+"""Depth of local minima and the minimum spanning tree of barriers (jaxland.search)."""
 
 import itertools
 
@@ -6,11 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import jaxland
-from jaxland._search import _adam
+from jaxland._optim import cached_adam
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,7 @@ def test_depth_theorem11_bound_for_skipnet():
     def train(k):
         net = jaxland.SkipNet.init(k, n=2, m=8, d_g=s["d_g"], d_o=s["d_o"], hidden=tuple(s["hidden"]))
         return jaxland.fit(net, ds.x, ds.y, kappa=s["kappa"], steps=s["steps"],
-                           optimizer=_adam(s["learning_rate"])).net
+                           optimizer=cached_adam(s["learning_rate"])).net
 
     hi, lo = sorted([train(ka), train(kb)], key=lambda n: -float(F(n)))
     assert float(F(lo)) < float(F(hi))

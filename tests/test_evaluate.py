@@ -1,4 +1,4 @@
-"""Tests for jaxland._evaluate: evaluate_path against one-point-at-a-time evaluation, the structured fast
+"""Tests for jaxland.engine: evaluate_path against one-point-at-a-time evaluation, the structured fast
 paths against the plain evaluation, chunking, data batching, sharding, bad input."""
 
 import inspect
@@ -15,12 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _nets import np_net, to64
 from hypothesis import given, settings
 
 import jaxland
-import jaxland._evaluate as ev
+import jaxland.engine._evaluate as ev_plain
+import jaxland.engine._structured as ev
 from jaxland import paths as jp
-from _nets import np_net, to64
 
 N, KAPPA = 7, 0.1
 TS = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.62, 0.75, 0.9, 1.0])  # includes the pieces' break points
@@ -154,13 +155,14 @@ def test_fallback_for_other_paths_and_functions():
 
 def _count_calls(monkeypatch, name):
     calls = []
-    orig = getattr(ev, name)
+    mod = ev if name == "_run_structured" else ev_plain
+    orig = getattr(mod, name)
 
     def counting(*args, **kw):
         calls.append(1)
         return orig(*args, **kw)
 
-    monkeypatch.setattr(ev, name, counting)
+    monkeypatch.setattr(mod, name, counting)
     return calls
 
 
@@ -258,7 +260,7 @@ def test_bad_input_errors():
         jaxland.evaluate_path(obj, path, np.zeros((0,)))
     with pytest.raises(TypeError, match="path must be"):
         jaxland.evaluate_path(obj, a, [0.5])
-    with pytest.raises(ValueError, match="different structures"):
+    with pytest.raises(ValueError, match="different tree structures"):
         jaxland.evaluate_path(obj, jp.linear(a, jaxland.TwoLayer(a.W1, a.W2)), [0.5])
     with pytest.raises(ValueError, match=r"x must have shape \(N, 5\)"):
         wide = np_net(jaxland.SkipNet, np.random.default_rng(3), n=5)

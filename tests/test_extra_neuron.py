@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland._extra_neuron import demo_problem
+from jaxland.theory._extra_neuron import demo_problem
 
 DEMO = jl.extra_neuron_demo(jax.random.PRNGKey(0), steps=1500)
 

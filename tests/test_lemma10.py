@@ -5,11 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import jaxland
-from jaxland._lemma10 import second_moment_norm
+from jaxland.construct._lemma10 import second_moment_norm
 
 N, D = 64, 4  # one shape: values vary between examples
 _lemma10_jit = jax.jit(jaxland.lemma10)

@@ -1,4 +1,4 @@
-"""Tests for jaxland._metrics: barrier, refine_max (a planted narrow spike), path length, geodesic ratio."""
+"""Tests for jaxland.landscape: barrier, refine_max (a planted narrow spike), path length, geodesic ratio."""
 
 import chex
 import jax

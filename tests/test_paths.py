@@ -1,4 +1,4 @@
-"""Tests for jaxland._paths: endpoints, continuity, structure (pieces/locate/combination), errors."""
+"""Tests for jaxland.paths: endpoints, continuity, structure (pieces/locate/combination), errors."""
 
 import chex
 import equinox as eqx
@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _nets import np_net
 from hypothesis import given, settings
 
 import jaxland
 from jaxland import paths as jp
-from _nets import np_net
 
 KEY = jax.random.key(0)
 
@@ -131,7 +131,7 @@ def test_concat_and_reverse_relations():
     ts = jnp.array([0.0, 0.2, 0.31, 0.9, 1.0])
     chex.assert_trees_all_close(vcall(r, ts), vcall(p, 1 - ts), rtol=1e-6, atol=1e-6)
     # reversal of segment/polychain/Bézier reverses the nodes (endpoints stay exact)
-    assert isinstance(jp.reverse(jp.linear(a, b)), jp.Linear)
+    assert isinstance(jp.reverse(jp.linear(a, b)), jp.Segment)
     assert isinstance(jp.reverse(jp.polychain([a, b, c])), jp.Polychain)
 
 
@@ -193,9 +193,9 @@ def test_from_function():
 def test_errors():
     a, b, c = skipnets()
     other = eqx.tree_at(lambda n: n.W1, a, jnp.zeros((5, 3)))  # one leaf of another shape
-    with pytest.raises(ValueError, match="endpoints a and b differ in the shape"):
+    with pytest.raises(ValueError, match="a and b differ in the shape of leaf"):
         jp.linear(a, other)
-    with pytest.raises(ValueError, match="different structures"):
+    with pytest.raises(ValueError, match="different tree structures"):
         jp.linear(a, jaxland.TwoLayer(a.W1, a.W2))
     with pytest.raises(ValueError, match=r"nodes\[0\] and nodes\[2\]"):
         jp.polychain([a, b, other])

@@ -1,12 +1,11 @@
-"""The width-scaling study (jaxland._scaling): slope fits, settings, and resuming after an interruption."""
+"""The width-scaling study (jaxland.experiments._scaling): slope fits, settings, and resuming after an interruption."""
 
 import json
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import jaxland
 

@@ -1,4 +1,4 @@
-"""Path search (jaxland._search) on toys with known saddles: Müller–Brown and the Freeman–Bruna
+"""Path search (jaxland.search) on toys with known saddles: Müller–Brown and the Freeman–Bruna
 permutation counterexample."""
 
 import chex
@@ -6,11 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import jaxland
-from jaxland._search import _redistribute
+from jaxland.search._neb import _redistribute
 
 # --------------------------------------------------------------------------------------------------
 # Müller–Brown: minima M0 (lowest) and M1 are joined by M0 → S0 → M2 → S1 → M1, so the minimax height

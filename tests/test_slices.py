@@ -1,5 +1,5 @@
-"""Tests for jaxland._slices (planes through three points, filter-normalised directions) and the plot
-helpers of jaxland._plot."""
+"""Tests for jaxland.landscape._slices (planes through three points, filter-normalised directions) and the plot
+helpers of jaxland.landscape._plot."""
 
 import chex
 import equinox as eqx
@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
+from _nets import np_net, to64
 from hypothesis import given, settings
 
 import jaxland
 from jaxland import paths as jp
-from _nets import np_net, to64
 
 matplotlib.use("Agg")
 KAPPA = 0.1

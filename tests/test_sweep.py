@@ -1,4 +1,4 @@
-"""The breakpoint sweep (jaxland._sweep): F along straight pieces from incremental switch updates.
+"""The breakpoint sweep (jaxland.engine._sweep): F along straight pieces from incremental switch updates.
 
 Exactness is checked in float64 against the plain evaluation (vmap of F over γ(t)): the sweep sums
 the same products in a different order, so values agree to ~1e-15 relative; 1e-11 leaves room for
@@ -10,12 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import jaxland
-import jaxland._evaluate as ev
-import jaxland._sweep as sw
+import jaxland.engine._structured as st_mod
+import jaxland.engine._sweep as sw
 from jaxland import paths as jp
 
 RTOL64 = 1e-11
@@ -145,7 +144,7 @@ def test_dispatch(monkeypatch):
         calls.append(len(args[3]))
         return real(*args)
 
-    monkeypatch.setattr(ev, "sweep_values", spy)
+    monkeypatch.setattr(st_mod, "sweep_values", spy)
     monkeypatch.setattr(sw, "SWEEP_MIN_ENTRIES", 9 * 5)  # this problem's N·m
     rng = np.random.default_rng(1)
     a, b, c = (jax.tree.map(lambda l: jnp.asarray(l, jnp.float32),

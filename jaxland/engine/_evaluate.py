@@ -1,0 +1,292 @@
+"""Batched evaluation of a function F along a path: F(γ(t_1)), …, F(γ(t_P)) at once.
+
+`evaluate_path(fn, path, ts)` evaluates many path points with `jax.vmap` inside `jax.jit`, in chunks of
+points sized to a memory budget, optionally splitting the data into batches (the mean accumulated
+exactly as a sum of per-sample losses divided by N once), and sharded over all local devices.
+
+**Structured fast path.** When `fn` is a data objective built by `objective_fn` and the path's pieces are
+combinations γ(s) = Σ_k c_k(s) B_k of a few `SkipNet` / `NoSkipNet` / `TwoLayer` networks (segments,
+polychains, Bézier curves, their concatenations and reversals), the objective is evaluated as
+
+- first layer: W1(s) x = Σ_k c_k(s) (W1_k x): the K products W1_k x (N × m each) are computed once per
+  piece, so the n × m first-layer product is not recomputed per point;
+- output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, multiplying the small W2 V1 (d_y × d_o) first, so the
+  N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product); g's
+  linear first and last layers are folded the same way (θ_1 V2 and W2 V1 θ_k, see `_fold_layers`);
+- straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland._sweep`, which updates the
+  product with the hidden layer only where a ReLU switches between consecutive points.
+
+Values equal the plain evaluation to rounding; `structured=False` switches it off. Anything else (a user
+function, a `from_function` path, another model) is evaluated plainly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+from jaxtyping import Array, PyTree
+
+from .._checks import check_ts
+from ..model._objective import Objective, check_data
+from ..paths._paths import AbstractPath
+from ._chunks import (
+    _Batches,
+    _chunked,
+    _global,
+    _make_batches,
+    _make_mesh,
+    _peak_bytes,
+    _round_chunk,
+    default_memory_budget,
+)
+from ._structured import _evaluate_structured, _structured_ok
+
+
+def _objective_plain(obj: Objective, net, batches: _Batches, data_axis) -> Array:
+    """(1/N) Σ_batches Σ_s w_s L + κR for one network (the plain evaluation)."""
+
+    def body(acc, b):
+        xb, yb, wb = b
+        return acc + obj.loss_sum(net, xb, yb, wb), None
+
+    zero = jnp.zeros((), jnp.result_type(obj.x.dtype, *jax.tree.leaves(net)))
+    total, _ = jax.lax.scan(body, zero, tuple(batches))
+    if data_axis is not None:
+        total = jax.lax.psum(total, data_axis)
+    return total / obj.num_samples + obj.penalty(net)
+
+
+def _generic_with_data(fn, net, data, batch_size: int | None):
+    """Σ_b (n_b / N) fn(net, batch_b) over batches of the leading axis of `data` (exact for a mean)."""
+    leaves = jax.tree.leaves(data)
+    N = leaves[0].shape[0]
+    if batch_size is None or batch_size >= N:
+        return fn(net, data)
+    B = int(batch_size)
+    nfull, rem = divmod(N, B)
+    full = jax.tree.map(lambda a: a[: nfull * B].reshape(nfull, B, *a.shape[1:]), data)
+
+    def body(acc, b):
+        v = fn(net, b)
+        return jax.tree.map(lambda a, u: a + u * (B / N), acc, v), None
+
+    first = jax.tree.map(lambda a: a[0], full)
+    shape = jax.eval_shape(fn, net, first)
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+    acc, _ = jax.lax.scan(body, zero, full)
+    if rem:
+        tail = jax.tree.map(lambda a: a[nfull * B :], data)
+        acc = jax.tree.map(lambda a, u: a + u * (rem / N), acc, fn(net, tail))
+    return acc
+
+
+def _plain_point(fn, path, t, data, batches, batch_size, data_axis):
+    net = path(t)
+    if isinstance(fn, Objective):
+        return _objective_plain(fn, net, batches, data_axis)
+    if data is None:
+        return fn(net)
+    return _generic_with_data(fn, net, data, batch_size)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.partial(eqx.filter_jit, donate="none")
+def _run_plain(fn, path, ts, data, batches, batch_size, mesh, data_axis):
+    def local(fn, path, ts, data, batches):
+        return jax.vmap(
+            lambda t: _plain_point(fn, path, t, data, batches, batch_size, data_axis)
+        )(ts)
+
+    if mesh is None:
+        return local(fn, path, ts, data, batches)
+    dyn, static = eqx.partition((fn, path, data), eqx.is_array)
+
+    def sharded(dyn, ts, batches):
+        fn_, path_, data_ = eqx.combine(dyn, static)
+        return local(fn_, path_, ts, data_, batches)
+
+    bspec = P(None, data_axis) if data_axis is not None else P()
+    return jax.shard_map(
+        sharded, mesh=mesh, in_specs=(P(), P("points"), bspec), out_specs=P("points"),
+        check_vma=False,
+    )(dyn, ts, batches)
+
+
+def _param_dtype(path) -> Any:
+    leaves = [l for l in jax.tree.leaves(eqx.filter(path, eqx.is_inexact_array))]
+    if not leaves:
+        try:
+            leaves = jax.tree.leaves(jax.eval_shape(path, jnp.asarray(0.0)))
+        except Exception:
+            leaves = []
+    dts = [jnp.result_type(l) for l in leaves if jnp.issubdtype(jnp.result_type(l), jnp.floating)]
+    return jnp.result_type(*dts) if dts else jnp.result_type(float)
+
+
+_TRACE_CACHE: dict = {}
+
+
+def _trace_key(dyn, static, batch_size, dtype):
+    """A hashable key for one point's trace (shapes and static parts), or None if unhashable."""
+    try:
+        key = (
+            jax.tree.structure(dyn),
+            tuple((l.shape, str(l.dtype)) for l in jax.tree.leaves(dyn)),
+            jax.tree.structure(static),
+            tuple(jax.tree.leaves(static)),
+            batch_size,
+            str(np.dtype(dtype)),
+        )
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def evaluate_path(
+    fn: Callable,
+    path: AbstractPath,
+    ts,
+    *,
+    data: PyTree | None = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
+    structured: bool = True,
+    sweep: bool | None = None,
+    mesh: Mesh | None = None,
+    devices: Sequence | None = None,
+) -> PyTree:
+    """F(γ(t)) at every t in `ts`, batched: vmap over points inside jit, chunked, sharded.
+
+    **Arguments:**
+    - `fn`: the function to evaluate. One of
+      * an `Objective` from `objective_fn(x, y, kappa=…, loss=…)` (the data objective F of eq. 7;
+        fastest: exact data batching and the structured fast path);
+      * a callable `fn(params) -> scalar or pytree of scalars` (loss, accuracy, regulariser, …);
+      * with `data`: a callable `fn(params, batch) -> …` that is a *mean* over the batch; with
+        `batch_size` the data are split into batches and the result is Σ_b (n_b/N) fn(params, batch_b),
+        exact for a mean.
+    - `path`: an `AbstractPath` (see `jaxland.paths`).
+    - `ts`: shape (P,), values in [0, 1] (rank, finiteness and range are checked: ``ValueError``).
+    - `data`: pytree of arrays with a common leading axis N, passed to `fn` (not with an `Objective`).
+    - `batch_size`: rows per data batch (default: all N at once).
+    - `chunk_size`: points per vmapped chunk (default: as many as fit in `memory_budget`). Results do
+      not depend on it beyond floating-point rounding. When all P points fit in one chunk, the chunk
+      is P rounded up to the next 2^e or 3·2^e (padding by repeating the last t), so that calls with
+      varying P (refinement rounds, slices) reuse a few compiled kernels.
+    - `memory_budget`: bytes one chunk may use per device (default `default_memory_budget()`); the
+      per-point need is estimated from the traced computation (liveness over its jaxpr) or, on the
+      structured path, from the layer sizes.
+    - `structured`: use the structured fast path when it applies (see the module docstring).
+    - `sweep`: on straight pieces (segments, polychain pieces) of a structured path, evaluate by
+      sweeping the ReLU breakpoints (`jaxland._sweep`: exact to rounding, cost independent of the
+      number of points up to O(N) per point). None (default): on CPU, without a mesh, for pieces
+      with ≥ 24 points when N·m ≥ 2^16 (`jaxland._sweep.use_sweep`); True: on every straight piece
+      (no mesh); False: never.
+    - `mesh`: a `jax.sharding.Mesh` with an axis "points" (and optionally "data", over which the
+      `Objective`'s samples are split and the loss sums `psum`-med). Default: all devices on "points"
+      (global devices in a multi-host run after `jax.distributed.initialize()`, same call).
+    - `devices`: alternatively, the devices to shard the points over.
+
+    **Returns:** the values with a leading axis P: shape (P,) for a scalar fn, a pytree of such arrays
+    for a pytree-valued fn.
+    """
+    ts_np = check_ts(ts)
+    if not isinstance(path, AbstractPath):
+        raise TypeError(f"path must be a jaxland.paths.AbstractPath; got {type(path).__name__}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable; got {type(fn).__name__}")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
+    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size}")
+    if sweep is not None and not isinstance(sweep, bool):
+        raise TypeError(f"sweep must be None, True or False; got {sweep!r}")
+    if memory_budget is not None and not memory_budget > 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes; got {memory_budget}")
+    if isinstance(fn, Objective) and data is not None:
+        raise ValueError("data must be None when fn is an Objective (it carries its own x, y)")
+    if data is not None:
+        sizes = {jnp.shape(l)[0] if jnp.ndim(l) else None for l in jax.tree.leaves(data)}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError(f"data must be a pytree of arrays with one common leading axis N; got "
+                             f"leading sizes {sorted(str(s) for s in sizes)}")
+        data = jax.tree.map(jnp.asarray, data)
+
+    mesh = _make_mesh(mesh, devices)
+    n_pdev = 1 if mesh is None else mesh.shape["points"]
+    data_axis = "data" if mesh is not None and "data" in mesh.axis_names else None
+    n_ddev = 1 if data_axis is None else mesh.shape["data"]
+    budget = default_memory_budget() if memory_budget is None else int(memory_budget)
+    dtype = _param_dtype(path)
+    Pn = ts_np.shape[0]
+
+    batches = None
+    if isinstance(fn, Objective):
+        # shapes only: γ(0) is not computed (a long Concat would otherwise run eagerly op by op)
+        start = eqx.filter_eval_shape(path, jnp.asarray(0.0, dtype))
+        check_data(start, fn.x, fn.y, fn.loss)
+        bs = batch_size
+        if data_axis is not None:
+            # every data device gets the same number of rows in every batch
+            bs = fn.num_samples if bs is None else bs
+            bs = int(math.ceil(min(bs, fn.num_samples) / n_ddev) * n_ddev)
+        batches, _ = _make_batches(fn.x, fn.y, bs, multiple=n_ddev)
+        if mesh is not None:
+            spec = P(None, data_axis) if data_axis is not None else P()
+            batches = jax.tree.map(lambda a: _global(a, mesh, spec), batches)
+
+    if (structured and isinstance(fn, Objective) and mesh is None and batch_size is None
+            and callable(getattr(path, "objective_values", None))):
+        # A path that knows its own segment structure (the Theorem 11 path of `connect`: under vmap
+        # its segment switch would evaluate every segment at every point) evaluates F itself.
+        return jnp.asarray(path.objective_values(fn.x, fn.y, ts_np, kappa=fn.kappa, loss=fn.loss))
+
+    if structured and _structured_ok(fn, path):
+        return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,
+                                    n_pdev, n_ddev, dtype, sweep)
+
+    # plain evaluation: check what fn returns, and the per-point memory from a liveness walk over
+    # one point's jaxpr
+    dyn_all, static_all = eqx.partition((fn, path, data, batches), eqx.is_array)
+
+    def one_dyn(dyn, t):
+        f, p, d, b = eqx.combine(dyn, static_all)
+        return _plain_point(f, p, t, d, b, batch_size, None)
+
+    key = _trace_key(dyn_all, static_all, batch_size, dtype)
+    if key is None or key not in _TRACE_CACHE:
+        jaxpr, out_shape = jax.make_jaxpr(one_dyn, return_shape=True)(dyn_all,
+                                                                      jnp.asarray(0.5, dtype))
+        bad = [l.shape for l in jax.tree.leaves(out_shape) if l.shape != ()]
+        if bad:
+            raise ValueError(f"fn must return a scalar or a pytree of scalars for one parameter "
+                             f"point; got leaves of shapes {bad}")
+        entry = (_peak_bytes(jaxpr.jaxpr), out_shape)
+        if key is not None:
+            if len(_TRACE_CACHE) >= 64:
+                _TRACE_CACHE.pop(next(iter(_TRACE_CACHE)))
+            _TRACE_CACHE[key] = entry
+    else:
+        entry = _TRACE_CACHE[key]
+    if chunk_size is None:
+        per_point = max(entry[0] // max(n_ddev, 1), 1)
+        # 2x safety: vmap may keep broadcast copies that the single-point trace does not show
+        chunk_size = max(1, budget // (2 * per_point)) * n_pdev
+    chunk = _round_chunk(chunk_size, n_pdev, Pn)
+
+    def run_chunk(tc):
+        return _run_plain(fn, path, tc, data, batches, batch_size, mesh, data_axis)
+
+    return _chunked(run_chunk, ts_np, chunk, mesh, dtype)

@@ -1,0 +1,258 @@
+"""F at many points of a straight segment by sweeping the ReLU breakpoints (exact, CPU fast path).
+
+On a piece of a path whose coefficients are affine in s, γ(s) = Σ_k (α_k + s β_k) B_k (a segment, a
+polychain piece, a degree-1 Bézier curve, their reversals), every weight is affine in s:
+W(s) = W_α + s W_β. For a sample x the pre-activation of hidden unit i is a_i(s) = A_i + s D_i with
+A = W1_α x, D = W1_β x, so the unit switches state exactly once, at its breakpoint t_i = −A_i/D_i.
+The rows that read the hidden layer, R(s) = R_α + s R_β (R = [V2; W2] for `SkipNet`, V2 for
+`NoSkipNet`, W2 for `TwoLayer`, eq. 3–4), give
+
+    R(s) σ(a(s)) = Σ_{i active} (A_i + s D_i)(R_α,i + s R_β,i) = C_0 + s C_1 + s² C_2,
+
+with coefficient vectors C that change only when s crosses a breakpoint. Visiting the P points in
+increasing s, C is updated by the units that switch in between (each switch adds or removes one
+rank-one term) instead of recomputing the N × m × r product: the whole sweep costs the N·m/2-or-so
+switches on [s_1, s_P] times r, plus O(N·r) per point, against O(P·N·m·r) for point-by-point
+evaluation. The layers after R see different inputs at every point and are evaluated per point
+(their weights θ(s), W2(s)V1(s) are combined per point; g's last layer is folded into W2 V1 θ_k).
+
+State convention (the same for initial state and switches, so they never disagree): unit i with
+D_i > 0 is active at s iff t_i < s, with D_i < 0 iff t_i ≥ s, with D_i = 0 iff A_i > 0. At s = t_i
+the unit contributes (A_i + t_i D_i)·R = 0 up to rounding, so the values equal the plain evaluation to
+rounding. The switches are grouped by point on the host (a stable counting sort by point index) and
+applied in fixed-size blocks on the device, so the compiled kernel has fixed shapes.
+
+Used by `evaluate_path` for affine pieces on CPU (where the N × m × r products are the bottleneck);
+on accelerators the batched point-by-point kernel is the faster one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._params import tree_combination
+from ..model._losses import get_loss
+from ..model._models import NoSkipNet, SkipNet, TwoLayer, relu
+from ..paths._paths import BernsteinCoefs, LinearCoefs, ReversedCoefs
+
+__all__: list[str] = []
+
+#: points of one piece from which the sweep replaces the point-by-point kernel on CPU (below it the
+#: sweep's set-up, four N × m × r products and the grouping of switches, is not repaid)
+SWEEP_MIN_POINTS = 24
+#: and only when the data have at least this many (sample, unit) entries N·m: below it a point costs
+#: microseconds and compiling the sweep's kernels (one per point count and switch-list size bucket)
+#: is not repaid
+SWEEP_MIN_ENTRIES = 1 << 16
+#: samples per data chunk of the sweep: bounds the N·m-sized arrays (switch list, A, D)
+_SWEEP_SAMPLE_ENTRIES = 1 << 22
+
+
+def sweep_batch_rows(m: int, batch_size: int | None) -> int:
+    """Rows per data batch for the sweep: the caller's `batch_size`, capped so that a batch has at
+    most _SWEEP_SAMPLE_ENTRIES (sample, unit) entries (the N·m-sized switch lists)."""
+    cap = max(1, _SWEEP_SAMPLE_ENTRIES // m)
+    return cap if batch_size is None else min(cap, int(batch_size))
+
+
+def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool) -> bool:
+    """Whether `evaluate_path` sweeps a piece: `sweep` True (wherever the piece is affine) or None
+    (automatic: on CPU, ≥ SWEEP_MIN_POINTS points on the piece and ≥ SWEEP_MIN_ENTRIES entries N·m)."""
+    if sweep is False or not affine_coefficients(coef_fn):
+        return False
+    return sweep is True or (on_cpu and count >= SWEEP_MIN_POINTS and entries >= SWEEP_MIN_ENTRIES)
+
+
+def affine_coefficients(coef_fn) -> bool:
+    """Whether s ↦ coef_fn(s) is affine in s (segments, degree-1 Bézier curves, their reversals)."""
+    if isinstance(coef_fn, LinearCoefs):
+        return True
+    if isinstance(coef_fn, BernsteinCoefs):
+        return coef_fn.degree == 1
+    if isinstance(coef_fn, ReversedCoefs):
+        return affine_coefficients(coef_fn.coefs)
+    return False
+
+
+def _rows(net):
+    """(r, m): the rows that read σ(W1 x)."""
+    if isinstance(net, SkipNet):
+        return jnp.concatenate([net.V2, net.W2], axis=0)
+    if isinstance(net, NoSkipNet):
+        return net.V2
+    return net.W2
+
+
+def _at(na, nb, s):
+    """The network na + s·nb (leafwise)."""
+    return jax.tree.map(lambda a, b: a + s.astype(a.dtype) * b, na, nb)
+
+
+@eqx.filter_jit
+def _endpoints(basis, alpha, beta):
+    return tree_combination(alpha, basis), tree_combination(beta, basis)
+
+
+@eqx.filter_jit
+def _breakpoints(na, nb, x, s, n_real, uniform: bool):
+    """A, D (c, m), the breakpoints t = −A/D (inf where D = 0), and for each entry the first point
+    p with s_p > t among the sorted points s[:n_real] (0 where t < s_0 and s.shape[0] where
+    t ≥ s_{n_real−1}: no switch in either case). `uniform`: the points are an evenly spaced grid (up to rounding),
+    so p comes from arithmetic plus an exact correction instead of a binary search."""
+    A = x @ na.W1.T
+    D = x @ nb.W1.T
+    t = jnp.where(D == 0, jnp.inf, -A / jnp.where(D == 0, 1, D))
+    last = n_real - 1
+    if uniform:
+        h = (s[last] - s[0]) / last
+        guess = jnp.floor((jnp.clip(t, s[0], s[last]) - s[0]) / h).astype(jnp.int32) + 1
+        p = jnp.clip(guess, 1, last)
+        for _ in range(2):  # the guess is off by at most one cell (rounding); make it exact
+            p = jnp.where((s[p] <= t) & (p < last), p + 1, p)
+            p = jnp.where((s[p - 1] > t) & (p > 1), p - 1, p)
+    else:
+        # (the padding repeats s[last], so the first index with s_p > t < s[last] is ≤ last)
+        p = jnp.searchsorted(s, t, side="right").astype(jnp.int32)
+    point = jnp.where(t < s[0], 0, jnp.where(t >= s[last], s.shape[0], p))
+    return A, D, t, point.astype(jnp.int32)
+
+
+def _head(U, net, is_two: bool, skip: bool):
+    """The prediction (c, d_y) from U = R σ(a) (c, r) at one point with network `net`."""
+    if is_two:
+        return U
+    d_g = net.V2.shape[0]
+    z = U[:, :d_g]
+    theta = net.theta
+    last = net.W2 @ net.V1 @ theta[-1]  # (d_y, h_{k−1}): g's last layer folded into W2 V1
+    if len(theta) == 1:
+        pred = z @ last.T
+    else:
+        for t in theta[:-1]:
+            z = relu(z @ t.T)
+        pred = z @ last.T
+    return pred + U[:, d_g:] if skip else pred
+
+
+@eqx.filter_jit
+def _sweep_scan(obj, na, nb, s, A, D, tstar, events, bounds, y, w, block: int):
+    """Σ_samples w·L at each sorted point s (P,), sweeping the switches `events` (flat indices into
+    A, grouped by point: the switches before point p are events[bounds[p−1]:bounds[p]])."""
+    m = A.shape[1]
+    is_two = isinstance(na, TwoLayer)
+    skip = isinstance(na, SkipNet)
+    lossfn = get_loss(obj.loss)
+    Ra, Rb = _rows(na), _rows(nb)  # (r, m)
+    s0 = s[0]
+    active = jnp.where(D > 0, tstar < s0, jnp.where(D < 0, tstar >= s0, A > 0))
+    AM, DM = jnp.where(active, A, 0), jnp.where(active, D, 0)
+    C = jnp.stack([AM @ Ra.T, DM @ Ra.T + AM @ Rb.T, DM @ Rb.T], axis=1)  # (c, 3, r)
+    AD = jnp.stack([A.reshape(-1), D.reshape(-1)], axis=1)  # (c·m, 2): one gather per block
+    RT = jnp.concatenate([Ra.T, Rb.T], axis=1)  # (m, 2r)
+    r = Ra.shape[0]
+    lanes = jnp.arange(block)
+
+    def switch_block(start, end):
+        def body(j, C):
+            st = start + j * block
+            idx = jax.lax.dynamic_slice(events, (st,), (block,))
+            live = (st + lanes) < end
+            n_e, i_e = idx // m, idx % m
+            # within a point's group the switches are in increasing flat index, so by sample;
+            # dead lanes go to the last row (with a zero update) to keep the rows sorted
+            n_e = jnp.where(live, n_e, A.shape[0] - 1)
+            ad = AD[idx]
+            # a unit with D > 0 switches on, with D < 0 off
+            sg = jnp.where(live, jnp.sign(ad[:, 1]), 0).astype(C.dtype)
+            rr = RT[i_e]  # (block, 2r)
+            ra, rb = rr[:, :r], rr[:, r:]
+            a, d = (ad[:, 0] * sg)[:, None], (ad[:, 1] * sg)[:, None]
+            upd = jnp.stack([a * ra, d * ra + a * rb, d * rb], axis=1)
+            return C.at[n_e].add(upd, indices_are_sorted=True)
+
+        return body
+
+    def point(carry, p):
+        C, start = carry
+        end = bounds[p]
+        nblk = (end - start + block - 1) // block
+        C = jax.lax.fori_loop(0, nblk, switch_block(start, end), C)
+        sp = s[p]
+        U = C[:, 0] + sp * (C[:, 1] + sp * C[:, 2])
+        pred = _head(U, _at(na, nb, sp), is_two, skip)
+        return (C, end), jnp.sum(lossfn(pred, y) * w)
+
+    (_, _), sums = jax.lax.scan(point, (C, jnp.asarray(0, events.dtype)), jnp.arange(s.shape[0]))
+    return sums
+
+
+@eqx.filter_jit
+def _penalties(obj, na, nb, s):
+    return jax.lax.map(lambda si: obj.penalty(_at(na, nb, si)), s, batch_size=min(s.shape[0], 64))
+
+
+def _group_switches(point: np.ndarray, P: int):
+    """Switch events between the sorted points: flat indices of the entries whose breakpoint t lies
+    in [s_0, s_{P−1}), grouped by the first point p with s_p > t (`point`, from `_breakpoints`), and
+    bounds[p] = number of switches up to point p."""
+    point = point.reshape(-1)
+    live = np.nonzero((point > 0) & (point < P))[0]
+    point = point[live]  # in [1, P − 1]
+    key = point.astype(np.int16 if P < 2**15 else np.int32)
+    order = np.argsort(key, kind="stable")
+    events = live[order].astype(np.int32)
+    bounds = np.cumsum(np.bincount(point, minlength=P)).astype(np.int32)
+    return events, bounds
+
+
+def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
+    """F(γ(s)) at the points s (P,) of an affine piece γ(s) = Σ_k c_k(s) B_k (module docstring).
+
+    **Arguments:** `obj` the `Objective`; `basis`, `coef_fn` from the piece's `combination()`
+    (`affine_coefficients(coef_fn)` must hold); `s` (P,) host array in [0, 1]; `batches` the padded
+    data (x (nb, B, n), y (nb, B, …), w (nb, B)) in batches of at most `sweep_batch_rows(m)` rows
+    (each batch is swept on its own and the loss sums are added).
+
+    **Returns:** (P,) NumPy array of F values in the order of `s`.
+    """
+    from .._batching import bucket
+
+    dtype = jnp.result_type(*jax.tree.leaves(basis))
+    s = np.asarray(s)
+    Pn = s.shape[0]
+    c0 = jnp.asarray(coef_fn(jnp.asarray(0.0, dtype)), dtype)
+    c1 = jnp.asarray(coef_fn(jnp.asarray(1.0, dtype)), dtype)
+    na, nb = _endpoints(basis, c0, c1 - c0)
+    order = np.argsort(s, kind="stable")
+    s_sorted = s[order].astype(np.dtype(dtype))
+    # pad P to a bucketed size (repeating the last point) so that calls with varying P (refinement
+    # rounds) reuse compiled kernels
+    s_pad = np.concatenate([s_sorted, np.full(bucket(Pn) - Pn, s_sorted[-1], s_sorted.dtype)])
+    s_dev = jnp.asarray(s_pad)
+    gaps = np.diff(s_sorted.astype(np.float64))
+    uniform = bool(Pn > 2 and gaps.max() - gaps.min() <= 0.25 * gaps.mean() and gaps.min() > 0)
+    total = np.zeros(s_pad.shape[0], np.float64)
+    for xc, yc, wc in zip(batches.x, batches.y, batches.w, strict=True):
+        A, D, tstar, point = _breakpoints(na, nb, xc, s_dev, jnp.asarray(Pn, jnp.int32), uniform)
+        events, bounds = _group_switches(np.asarray(point), s_pad.shape[0])
+        # switches applied per scatter: about a quarter of the mean per point, at most 1024
+        # (larger update blocks leave the caches: measured on the reference problem of
+        # benchmarks/bench_paths.py, 8192 ran 1.4x slower than 2048 at P = 256)
+        per_point = events.shape[0] / s_pad.shape[0]
+        block = int(min(max(2 ** math.ceil(math.log2(max(per_point / 4, 1))), 128), 1024))
+        # pad the switch list to a bucketed length (+ one block of slack for the last slice)
+        ev = np.zeros(bucket(events.shape[0] + 1) + block, np.int32)
+        ev[: events.shape[0]] = events
+        sums = _sweep_scan(obj, na, nb, s_dev, A, D, tstar, jnp.asarray(ev), jnp.asarray(bounds),
+                           yc, wc, block)
+        total += np.asarray(sums, np.float64)
+    vals = total / obj.num_samples + np.asarray(_penalties(obj, na, nb, s_dev), np.float64)
+    out = np.empty(Pn, np.dtype(dtype))
+    out[order] = vals[:Pn]
+    return out
+

@@ -1,0 +1,10 @@
+"""The experiments behind the command line: `jaxland reproduce` (the paper's construction on the
+default problem, resumable), `jaxland scaling` (the width-scaling study of Theorem 11), the run store
+that makes them resumable, and the CLI itself."""
+
+from ._scaling import (
+    fit_slope as fit_slope,
+    format_table as format_table,
+    scaling as scaling,
+    scaling_settings as scaling_settings,
+)
