@@ -1,4 +1,5 @@
-"""The `jaxland` command line: `jaxland reproduce` (the main job) and `jaxland scaling`."""
+"""The `jaxland` command line: `jaxland reproduce` (the main job), `jaxland scaling` and
+`jaxland alignment`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="grid preset (--quick is --preset quick)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--x64", action="store_true", help="compute in float64")
+    al = sub.add_parser("alignment", help="does the skip connection's advantage survive "
+                        "permutation alignment? (resumable)")
+    al.add_argument("--out", required=True, help="output folder (finished runs are reused; shared "
+                    "with `jaxland scaling`)")
+    al.add_argument("--quick", action="store_true", help="small grid, < 3 minutes on 2 CPU cores")
+    al.add_argument("--preset", choices=("tiny", "quick", "full"), default=None,
+                    help="grid preset (--quick is --preset quick)")
+    al.add_argument("--seed", type=int, default=0)
+    al.add_argument("--x64", action="store_true", help="compute in float64")
     return p
 
 
@@ -46,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
 
         preset = args.preset or ("quick" if args.quick else "full")
         print(format_table(scaling(args.out, preset=preset, seed=args.seed)))
+        return 0
+    if args.command == "alignment":
+        from ._alignment import alignment, format_alignment_table
+
+        preset = args.preset or ("quick" if args.quick else "full")
+        print(format_alignment_table(alignment(args.out, preset=preset, seed=args.seed)))
         return 0
     return 2
 

@@ -221,19 +221,39 @@ def _learning_rate(s, m: int) -> float:
     return float(s["learning_rate"]) * min(1.0, math.sqrt(s["lr_width"] / m))
 
 
-def _pair(s, x, y, F, m, n, seed):
-    """Train two minima of SkipNet and of NoSkipNet; straight and searched barriers for each."""
+_PREFIX = {"SkipNet": "skip", "NoSkipNet": "noskip"}
+
+
+def trained_pair(s, store: RunStore, x, y, m, n, seed, cls, prefix: str | None = None,
+                 make: Callable | None = None):
+    """The two trained minima (a, b) of `cls` at (m, n, seed): loaded from `store` when a study with the
+    same settings (`jaxland scaling` or `jaxland alignment`) already trained them, else trained (Adam,
+    full batch, `s["steps"]` steps) and saved there as `{prefix}_a_{tag}`, `{prefix}_b_{tag}`.
+    `make(key)` builds the initial network (default `cls.init` with the study's sizes)."""
+    prefix = prefix or _PREFIX[cls.__name__]
+    tag = f"m{m}_n{n}_s{seed}"
+    opt = cached_adam(_learning_rate(s, m))  # cached per value: the compiled loop is reused
+    pair = []
+    for which in ("a", "b"):
+        # the same initial point for both models (same key): the control differs only by the skip
+        key = _key("init", m, n, seed, which)
+        init = _make(cls, s, key, m, n) if make is None else make(key)
+        net = store.load_tree(f"{prefix}_{which}_{tag}", init)
+        if net is None:
+            net = fit(init, x, y, kappa=s["kappa"], steps=s["steps"], optimizer=opt).net
+            store.save_tree(f"{prefix}_{which}_{tag}", net)
+        pair.append(net)
+    return tuple(pair)
+
+
+def _pair(s, store, x, y, F, m, n, seed):
+    """Train (or load) two minima of SkipNet and of NoSkipNet; straight and searched barriers for
+    each."""
     rec, nets = {}, {}
     lr = _learning_rate(s, m)
-    opt = cached_adam(lr)  # cached per value: the compiled training loop is reused across seeds
     for cls in (SkipNet, NoSkipNet):
         name = cls.__name__
-        pair = []
-        for which in ("a", "b"):
-            # the same initial point for both models (same key): the control differs only by the skip
-            init = _make(cls, s, _key("init", m, n, seed, which), m, n)
-            pair.append(fit(init, x, y, kappa=s["kappa"], steps=s["steps"], optimizer=opt).net)
-        a, b = pair
+        a, b = trained_pair(s, store, x, y, m, n, seed, cls)
         lin = search_path(F, a, b, method="linear", points=s["points"])
         cur = fit_curve(F, a, b, kind="bezier", bends=1, steps=s["curve_steps"],
                         batch=s["curve_batch"], learning_rate=lr,
@@ -478,10 +498,8 @@ def scaling(
                 nets = None
                 if rec is None:
                     t1 = time.perf_counter()
-                    rec, nets = _pair(s, x, y, F, m, n, sd)
+                    rec, nets = _pair(s, store, x, y, F, m, n, sd)
                     rec = {"m": m, "n": n, "seed": sd, **rec, "seconds": time.perf_counter() - t1}
-                    for which, net in zip(("a", "b"), nets["SkipNet"], strict=True):
-                        store.save_tree(f"skip_{which}_{tag}", net)
                     store.save(f"pair_{tag}", rec)
                     computed += 1
                     log(f"[{done}/{total}] pair {tag}: SkipNet straight/searched barrier "
