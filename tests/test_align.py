@@ -251,7 +251,7 @@ def test_planted_mlp_two_layer_and_user_spec(method):
        seed=st.integers(0, 2**16))
 def test_planted_weights_random_sizes(n, m, d_g, d_o, hidden, skip, seed):
     # plain Algorithm 1 (coordinate ascent from the identity) fails this for 20-85% of SkipNets; the
-    # relaxed start recovered 300 of 300 random draws like these (NOTES.md)
+    # relaxed start recovered 300 of 300 random draws like these (jaxland/alignment/_align.py)
     rng = np.random.default_rng(seed)
     cls = jaxland.SkipNet if skip else jaxland.NoSkipNet
     a = skip_net(rng, cls, n=n, m=m, d_g=d_g, d_o=d_o, hidden=tuple(hidden))
