@@ -340,7 +340,7 @@ def _figure(path: Path, rows, drows, s) -> str:
                         label=_LABELS[q])
             ax.set_xscale("log")
             ax.set_yscale("symlog", linthresh=lin)
-            ax.set_xticks(list(s["ms"]), [str(m) for m in s["ms"]])
+            ax.set_xticks(list(s["ms"]), [str(m) for m in s["ms"]], fontsize=7, rotation=30)
             ax.minorticks_off()
             ax.set_xlabel("width m")
             ax.set_ylabel("straight-segment barrier of F")
@@ -358,11 +358,11 @@ def _figure(path: Path, rows, drows, s) -> str:
                         color=_COLOURS[q], alpha=0.3, ms=3.5)
                 ax.plot(ws, med, "-", marker=_MARKERS[q], ms=4, color=_COLOURS[q])
             ax.set_xscale("log")
-            ax.set_xticks(list(s["widths"]), [str(w) for w in s["widths"]])
+            ax.set_xticks(list(s["widths"]), [str(w) for w in s["widths"]], fontsize=7)
             ax.minorticks_off()
             ax.set_xlabel("hidden width w")
             ax.set_ylabel(ylabel)
-            ax.set_title(f"digits MLP (2 hidden layers): {ylabel}", fontsize=9)
+            ax.set_title("digits MLP, 2 hidden layers of width w", fontsize=9)
     hi = max(axes[i][j].get_ylim()[1] for i in range(len(MODELS)) for j in range(len(ns)))
     for i in range(len(MODELS)):  # one y scale for all the paper's networks
         for j in range(len(ns)):
@@ -377,14 +377,21 @@ def _figure(path: Path, rows, drows, s) -> str:
     return str(path)
 
 
-def _fmt(v) -> str:
-    return "–" if v is None else ("0" if v == 0 else f"{v:.3g}")
+def _fmt(v, floor: float = 0.0) -> str:
+    return "–" if v is None else ("0" if abs(v) <= floor else f"{v:.3g}")
 
 
 def format_alignment_table(report: dict) -> str:
     """The medians of an alignment report (returned, or read back from alignment.json) as a
     Markdown table: straight-segment barriers before / after weight matching / after activation
-    matching for each model, and the SkipNet's certificate; then the digits MLP."""
+    matching for each model, and the SkipNet's certificate; then the digits MLP.
+
+    Barriers within 10 roundings of F (10·eps·max F, eps of the run's dtype: ~1e-8 in float32)
+    are printed as 0: the maximum of F on the segment is then an endpoint, up to rounding.
+    """
+    eps = float(np.finfo(np.dtype(report["settings"]["dtype"])).eps)
+    top = max([max(abs(r["f_a"]), abs(r["f_b"])) for r in report["rows"]] or [0.0])
+    floor = 10 * eps * top
     summ = {(r["model"], r["n"], r["m"]): r for r in report["summary"]}
     keys = sorted({(n, m) for _, n, m in summ})
     lines = ["| n | m | SkipNet before | weights | activations | certificate | NoSkipNet before "
@@ -395,7 +402,7 @@ def format_alignment_table(report: dict) -> str:
         for model in MODELS:
             r = summ.get((model, n, m), {})
             qs = METHODS + (("certificate",) if model == "SkipNet" else ())
-            cells += [_fmt(r.get(q)) for q in qs]
+            cells += [_fmt(r.get(q), floor) for q in qs]
         lines.append("| " + " | ".join(cells) + " |")
     if report.get("digits_summary"):
         lines += ["", "| digits MLP width | test-loss barrier before | weights | activations "
