@@ -1,10 +1,14 @@
 """`jaxland reproduce`: the main job writes report.json and PNGs, and resumes from finished stages."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jaxland.experiments._cli import main
 
@@ -59,3 +63,100 @@ def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "jaxland", "reproduce", "--help"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--quick" in r.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 12: bad arguments cost nothing and leave nothing behind; --version; Ctrl-C
+# --------------------------------------------------------------------------------------------------
+
+
+def _one_line_error(capsys, argv, must):
+    import jaxland.experiments._cli as cli
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and must in err[0], err
+    return err[0]
+
+
+def test_reproduce_out_that_is_a_file_or_unwritable(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    line = _one_line_error(capsys, ["reproduce", "--out", str(f), "--preset", "tiny"], "--out")
+    assert "is not a folder" in line
+    line = _one_line_error(capsys, ["reproduce", "--out", str(f / "sub"), "--preset", "tiny"], "--out")
+    assert "is a file, not a folder" in line
+    # an unwritable folder: a read-only directory (not for root, who may write anywhere) or /sys
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    target = ro if not os.access(ro, os.W_OK) else Path("/sys")
+    if not target.is_dir():
+        pytest.skip("no unwritable folder to try")
+    line = _one_line_error(capsys, ["reproduce", "--out", str(target / "run"), "--preset", "tiny"],
+                           "--out")
+    assert "cannot create" in line
+    assert not (target / "run").exists()
+
+
+def test_bad_arguments_leave_no_folder_behind(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:  # argparse: usage line and error, exit 2
+        main(["reproduce", "--out", str(out), "--data", "nope"])
+    assert e.value.code == 2 and "--data" in capsys.readouterr().err
+    _one_line_error(capsys, ["reproduce", "--out", str(out), "--seed", "-1"], "seed")
+    # the library function checks the same before creating anything
+    from jaxland.experiments._reproduce import reproduce
+
+    with pytest.raises(ValueError, match="data must be one of"):
+        reproduce(out, data="nope")
+    assert not out.exists()
+
+
+def test_version(capsys):
+    import jaxland
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"jaxland {jaxland.__version__}"
+
+
+def test_missing_matplotlib_is_reported_before_any_work(tmp_path, capsys, monkeypatch):
+    import jaxland
+
+    # importing a module set to None in sys.modules raises ImportError: matplotlib "not installed"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "scal"
+    line = _one_line_error(capsys, ["scaling", "--out", str(out), "--preset", "tiny"], "matplotlib")
+    assert "jaxland[plot]" in line
+    line = _one_line_error(capsys, ["reproduce", "--out", str(out), "--preset", "tiny"], "matplotlib")
+    with pytest.raises(ImportError, match="matplotlib"):
+        jaxland.scaling(out, preset="tiny")
+    assert not out.exists()  # nothing computed, nothing created
+
+
+def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
+    """SIGINT while the first kernels compile: exit code 130 and one line about resuming
+    (before: a traceback and a segmentation fault, exit −11)."""
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "jaxland", "reproduce", "--preset", "tiny", "--out",
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        # the first progress line: the data are loaded, the networks are built and compiled next
+        while True:
+            line = p.stderr.readline()
+            seen.append(line)
+            if not line or "] data " in line:
+                break
+        assert line, f"the run ended before training: {''.join(seen)}"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "interrupted" in last and "run the same command again to resume" in last
+    assert f"--out {out}" in last

@@ -5,6 +5,7 @@ that makes them resumable, and the CLI itself."""
 from ._scaling import (
     fit_slope as fit_slope,
     format_table as format_table,
+    replot_scaling as replot_scaling,
     scaling as scaling,
     scaling_settings as scaling_settings,
 )

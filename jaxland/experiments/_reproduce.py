@@ -21,7 +21,7 @@ import numpy as np
 
 from ..construct._best_l_term import best_l_term
 from ..construct._connect import connect
-from ..data import load as load_data
+from ..data import DATASETS, load as load_data
 from ..engine._evaluate import evaluate_path
 from ..landscape._metrics import barrier, refine_max
 from ..landscape._plot import plot_slice
@@ -32,6 +32,7 @@ from ..model._train import fit
 from ..paths._paths import linear
 from ..search._curve import fit_curve
 from ..second_order._hessian import hessian_eigs
+from ._preflight import check_out_dir, require
 from ._store import RunStore, to_jsonable
 
 PRESETS = ("tiny", "quick", "full")
@@ -45,6 +46,9 @@ def reproduce_settings(*, preset: str = "full", data: str = "default", seed: int
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}")
+    if data not in DATASETS:
+        raise ValueError(f"data must be one of {DATASETS}; got {data!r}")
+    check_seed(seed)
     m = {"tiny": 16, "quick": 48, "full": 256}[preset]
     eta = 0.5
     pick = lambda tiny, quick, full: {"tiny": tiny, "quick": quick, "full": full}[preset]  # noqa: E731
@@ -83,13 +87,21 @@ class _Progress:
         print(f"[jaxland {time.perf_counter() - self.t0:7.1f}s] {msg}", file=self.stream, flush=True)
 
 
-def _require_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            "jaxland reproduce draws PNG figures; install matplotlib with `pip install 'jaxland[plot]'`"
-        ) from e
+def check_seed(seed) -> int:
+    """A PRNG seed: an integer in [0, 2^31) (larger ones would wrap around in the uint32 key)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
+    return int(seed)
+
+
+def preflight(out, *, data: str = "default", name: str = "out") -> Path:
+    """Everything `reproduce` checks before it computes or creates anything: the output folder can
+    be written, and matplotlib (and scikit-learn for the bundled real data sets) are installed."""
+    p = check_out_dir(out, name)
+    require("matplotlib", "jaxland reproduce (it draws PNG figures)")
+    if data in ("digits", "diabetes"):
+        require("sklearn", f"the {data} data set")
+    return p
 
 
 def reproduce(
@@ -114,18 +126,19 @@ def reproduce(
     4. F on the plane through ξ_A, ξ_B and ξ* with every path projected onto it.
 
     **Arguments:**
-    - `out`: output folder (created). Finished stages are kept in `out/stages/` and reused.
+    - `out`: output folder (created). Finished stages are kept in `out/stages/` and reused. The
+      arguments, the folder and the optional packages are checked before anything is created
+      (`preflight`).
     - `preset`: "full", "quick" (under two minutes on 2 CPU cores) or "tiny" (a smoke run).
     - `data`: one of `jaxland.data.DATASETS`.
     - `seed`: the PRNG seed of the whole run.
     """
-    _require_matplotlib()
+    s = reproduce_settings(preset=preset, data=data, seed=seed)
+    out = preflight(out, data=data)
     import optax
 
     log = progress or _Progress()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    s = reproduce_settings(preset=preset, data=data, seed=seed)
     ds, loss = load_data(data, quick=preset != "full")
     s["loss"] = loss
     store = RunStore(out, s)
