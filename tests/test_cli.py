@@ -48,6 +48,15 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
         assert rec["hessian_at_max"]["lambda_min"] <= rec["hessian_at_max"]["lambda_max"]
     g = report["settings"]["plane_grid"]
     assert np.asarray(report["plane"]["F"]).shape == (g, g)
+    # the plane's grid is the zoom on the three minima: it holds them, and is at most their extent
+    # plus the margins on both sides (issue 12: the minima used to collapse into one dot)
+    an = np.asarray(report["plane"]["anchors"])
+    al, be = np.asarray(report["plane"]["alphas"]), np.asarray(report["plane"]["betas"])
+    diam = max(np.linalg.norm(p - q) for p in an for q in an)
+    span = np.max(an.max(0) - an.min(0)) + 2 * report["settings"]["plane_margin"] * diam
+    assert al.min() <= an[:, 0].min() and al.max() >= an[:, 0].max()
+    assert be.min() <= an[:, 1].min() and be.max() >= an[:, 1].max()
+    assert al.max() - al.min() <= span * (1 + 1e-9) and be.max() - be.min() <= span * (1 + 1e-9)
 
     # A second run with the same settings loads every stage instead of recomputing.
     capsys.readouterr()
@@ -160,3 +169,25 @@ def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
     last = err.strip().splitlines()[-1]
     assert "interrupted" in last and "run the same command again to resume" in last
     assert f"--out {out}" in last
+
+
+def test_plane_zoom_keeps_the_minima_apart_when_a_path_goes_far():
+    """plane.png: the zoom window is set by ξ_A, ξ_B, ξ* alone (a projected path reaching ±1000 units
+    does not widen it); the far excursion gets an overview panel that contains the zoom."""
+    from jaxland.experiments import _reproduce as rp
+    from jaxland.landscape import Slice
+
+    anchors = np.array([[0.0, 0.0], [3.0, 0.0], [1.0, 2.0]])
+    frame = Slice(None, None, None, None, None, None, anchors)
+    t = np.linspace(0, 1, 50)
+    far = {"theorem11": {"plane_xy": {"xy": np.stack([1000 * np.sin(np.pi * t), 2 * t], 1)}}}
+    lo, hi = rp._zoom_window(frame, 0.25)
+    diam = 3.0
+    assert np.all(lo <= anchors.min(0)) and np.all(hi >= anchors.max(0))
+    # square (α and β drawn to the same scale) and no wider than the anchors plus the margins
+    assert hi[0] - lo[0] == pytest.approx(hi[1] - lo[1])
+    assert hi[0] - lo[0] <= 3.0 + 2 * 0.25 * diam + 1e-12
+    full = rp._full_window(frame, far, 0.25)
+    assert full[1][0] >= 1000 and rp._needs_overview((lo, hi), full)
+    near = {"bezier": {"plane_xy": {"xy": np.stack([3 * t, np.sin(np.pi * t)], 1)}}}
+    assert not rp._needs_overview((lo, hi), rp._full_window(frame, near, 0.25))
