@@ -674,6 +674,10 @@ def scaling(
 
 def format_table(report: dict) -> str:
     """The fits of a scaling report (returned, or read back from scaling.json) as a text table."""
+    if not isinstance(report, dict) or not {"fits", "barriers"} <= set(report):
+        got = sorted(report) if isinstance(report, dict) else type(report).__name__
+        raise ValueError(f"report must be a scaling report (a dict with 'fits' and 'barriers', as "
+                         f"returned by jaxland.scaling or read from scaling.json); got {got}")
     def col(f):
         # float(): a report read back from scaling.json holds "nan" strings
         sl, lo, hi = (float(f[k]) for k in ("slope", "ci_low", "ci_high"))

@@ -33,6 +33,15 @@ def relu_net(theta: Sequence[Array], z: Float[Array, "N d_in"]) -> Float[Array, 
 
     **Returns:** g(θ, z) row by row, shape (N, d_out). With k = 1, g is the linear map θ_1 z.
     """
+    if isinstance(theta, (str, bytes)) or not isinstance(theta, Sequence) or len(theta) == 0:
+        raise TypeError(f"theta must be a non-empty sequence of matrices θ_1 … θ_k; got "
+                        f"{type(theta).__name__}")
+    zs = jnp.shape(z)
+    if len(zs) != 2:
+        raise ValueError(f"z must have shape (N, d_in) (one input per row); got {zs}")
+    ts = jnp.shape(theta[0])
+    if len(ts) != 2 or ts[1] != zs[1]:
+        raise ValueError(f"z has {zs[1]} columns but theta[0] has shape {ts} (expected (h_1, {zs[1]}))")
     h = z
     for i, t in enumerate(theta):
         if i > 0:

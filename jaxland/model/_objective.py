@@ -97,13 +97,25 @@ def check_data(net, x, y, loss="mse") -> None:
     "softmax_cross_entropy", first axis N for a callable loss.
     """
     xs, ys = _shape_of("x", x), _shape_of("y", y)
-    _check_shapes(xs, ys, loss, net.in_features, net.out_features)
-    _check_classes(_check_values(x, y, loss), net.out_features)
+    # a model without the jaxland size properties (a user's equinox model): the data alone
+    n, d_y = getattr(net, "in_features", None), getattr(net, "out_features", None)
+    _check_shapes(xs, ys, loss, n, d_y)
+    classes = _check_values(x, y, loss)
+    if d_y is not None:
+        _check_classes(classes, d_y)
+
+
+def _mean_loss(net, x, y, loss) -> Array:
+    return jnp.mean(get_loss(loss)(net(x), y))
 
 
 def data_loss(net, x: Float[Array, "N n"], y: Array, loss: str | LossFn = "mse") -> Array:
-    """E L(f(x), y): the mean over the N samples of the per-sample loss (no regulariser, no checks)."""
-    return jnp.mean(get_loss(loss)(net(x), y))
+    """E L(f(x), y): the mean over the N samples of the per-sample loss (no regulariser).
+
+    x and y are checked as for `objective` (`check_data`; shapes always, values when concrete).
+    """
+    check_data(net, x, y, loss)
+    return _mean_loss(net, x, y, loss)
 
 
 def objective(net, x: Float[Array, "N n"], y: Array, *, kappa, loss: str | LossFn = "mse") -> Array:
@@ -123,7 +135,7 @@ def objective(net, x: Float[Array, "N n"], y: Array, *, kappa, loss: str | LossF
     """
     kappa = check_kappa(kappa)
     check_data(net, x, y, loss)
-    return data_loss(net, x, y, loss) + kappa * regularizer(net)
+    return _mean_loss(net, x, y, loss) + kappa * regularizer(net)
 
 
 # --------------------------------------------------------------------------------------------------
