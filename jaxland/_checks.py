@@ -33,8 +33,8 @@ def check_kappa(kappa, name: str = "kappa"):
     A concrete κ (a Python number, a NumPy or a concrete JAX scalar) is checked at once and returned
     unchanged. A traced κ (inside `jax.jit`, `jax.vmap`, `jax.grad`) has its type and shape checked
     at once, and its value staged with `equinox.error_if`: the returned κ carries the check, so a
-    caller must compute with the returned value (``kappa = check_kappa(kappa)``) for the check to fire
-    when the compiled function runs.
+    caller must compute with the returned value (``kappa = check_kappa(kappa)``) for the check to
+    fire when the compiled function runs.
 
     Raises ``TypeError`` (not a real number: a string, None, a bool, a complex number) or
     ``ValueError`` (not a scalar, NaN, inf, negative), both naming `name`.
@@ -42,8 +42,9 @@ def check_kappa(kappa, name: str = "kappa"):
     if isinstance(kappa, jax.core.Tracer):
         if kappa.shape != ():
             raise ValueError(f"{name} must be a scalar; got a traced array of shape {kappa.shape}")
-        if not (jnp.issubdtype(kappa.dtype, jnp.floating) or jnp.issubdtype(kappa.dtype, jnp.integer)):
-            raise TypeError(f"{name} must be a real number; got a traced array of dtype {kappa.dtype}")
+        dt = kappa.dtype
+        if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
+            raise TypeError(f"{name} must be a real number; got a traced array of dtype {dt}")
         bad = jnp.logical_not(jnp.isfinite(kappa) & (kappa >= 0))
         return eqx.error_if(kappa, bad, f"{name} must be a finite number >= 0")
     if kappa is None or isinstance(kappa, (bool, np.bool_, str, bytes)):
@@ -51,7 +52,8 @@ def check_kappa(kappa, name: str = "kappa"):
     try:
         k = np.asarray(kappa)
     except Exception:  # noqa: BLE001 - anything that is not array-like
-        raise TypeError(f"{name} must be a real number >= 0 (a float); got {_describe(kappa)}") from None
+        raise TypeError(f"{name} must be a real number >= 0 (a float); got "
+                        f"{_describe(kappa)}") from None
     if k.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be a real number >= 0 (a float); got {_describe(kappa)}")
     if k.shape != ():
@@ -126,11 +128,10 @@ def check_key(key, name: str = "key") -> None:
     if key is None:
         raise ValueError(f"{name} is required: a jax.random.PRNGKey (all randomness is explicit)")
     dt = getattr(key, "dtype", None)
+    what = f"{name} must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed))"
     if dt is None or not hasattr(key, "shape"):
-        raise TypeError(f"{name} must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed));"
-                        f" got {_describe(key)}")
+        raise TypeError(f"{what}; got {_describe(key)}")
     if jax.dtypes.issubdtype(dt, jax.dtypes.prng_key):
         return
     if dt != np.uint32 or len(key.shape) == 0 or key.shape[-1] not in (2, 4):
-        raise TypeError(f"{name} must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed));"
-                        f" got an array of shape {tuple(key.shape)} and dtype {dt}")
+        raise TypeError(f"{what}; got an array of shape {tuple(key.shape)} and dtype {dt}")

@@ -93,7 +93,8 @@ def test_reproduce_out_that_is_a_file_or_unwritable(tmp_path, capsys):
     f.write_text("x")
     line = _one_line_error(capsys, ["reproduce", "--out", str(f), "--preset", "tiny"], "--out")
     assert "is not a folder" in line
-    line = _one_line_error(capsys, ["reproduce", "--out", str(f / "sub"), "--preset", "tiny"], "--out")
+    line = _one_line_error(capsys, ["reproduce", "--out", str(f / "sub"), "--preset", "tiny"],
+                           "--out")
     assert "is a file, not a folder" in line
     # an unwritable folder: a read-only directory (not for root, who may write anywhere) or /sys
     ro = tmp_path / "ro"
@@ -138,7 +139,8 @@ def test_missing_matplotlib_is_reported_before_any_work(tmp_path, capsys, monkey
     out = tmp_path / "scal"
     line = _one_line_error(capsys, ["scaling", "--out", str(out), "--preset", "tiny"], "matplotlib")
     assert "jaxland[plot]" in line
-    line = _one_line_error(capsys, ["reproduce", "--out", str(out), "--preset", "tiny"], "matplotlib")
+    line = _one_line_error(capsys, ["reproduce", "--out", str(out), "--preset", "tiny"],
+                           "matplotlib")
     with pytest.raises(ImportError, match="matplotlib"):
         jaxland.scaling(out, preset="tiny")
     assert not out.exists()  # nothing computed, nothing created
@@ -172,8 +174,8 @@ def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
 
 
 def test_plane_zoom_keeps_the_minima_apart_when_a_path_goes_far():
-    """plane.png: the zoom window is set by ξ_A, ξ_B, ξ* alone (a projected path reaching ±1000 units
-    does not widen it); the far excursion gets an overview panel that contains the zoom."""
+    """plane.png: the zoom window is set by ξ_A, ξ_B, ξ* alone (a projected path reaching ±1000
+    units does not widen it); the far excursion gets an overview panel that contains the zoom."""
     from jaxland.experiments import _reproduce as rp
     from jaxland.landscape import Slice
 

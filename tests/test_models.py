@@ -284,7 +284,8 @@ def test_empty_data_is_refused():
             call()
 
 
-@pytest.mark.parametrize("bad", ["1e-3", None, True, [1e-3], 1e-3j, float("nan"), float("inf"), -1.0])
+@pytest.mark.parametrize("bad", ["1e-3", None, True, [1e-3], 1e-3j, float("nan"), float("inf"),
+                                 -1.0])
 def test_kappa_of_the_wrong_type_or_value_is_named(bad):
     net, x, y = _small()
     for call in (lambda: jl.objective(net, x, y, kappa=bad),
@@ -300,8 +301,8 @@ def test_kappa_is_checked_under_jit():
     g = jax.jit(lambda k: jl.objective_fn(x, y, kappa=k)(net))
     for h in (f, g):
         for bad in (-1.0, jnp.nan, jnp.inf):
-            # eqx.error_if raises when the compiled function runs; under jax.jit (not eqx.filter_jit)
-            # it surfaces as a JaxRuntimeError that carries the message
+            # eqx.error_if raises when the compiled function runs; under jax.jit (not
+            # eqx.filter_jit) it surfaces as a JaxRuntimeError that carries the message
             with pytest.raises(Exception, match="kappa must be a finite number >= 0"):
                 jax.block_until_ready(h(bad))
         # a valid traced κ gives the eager value (same float32 ops, a few ulps)
@@ -325,9 +326,9 @@ _INITS = {
     "Linear": (jl.Linear.init, dict(d_x=3)),
 }
 _BAD_SIZES = [("m", 0), ("m", 2.5), ("m", True), ("n", -1), ("n", 0), ("d_y", 0), ("d_g", 0),
-              ("d_o", 0), ("d_x", 0), ("d_x", "3"), ("d_z", 0), ("hidden", (0,)), ("hidden", (2.0,)),
-              ("hidden", 3), ("residual_scale", float("nan")), ("residual_scale", -1.0),
-              ("residual_scale", "0.1"), ("dtype", jnp.int32)]
+              ("d_o", 0), ("d_x", 0), ("d_x", "3"), ("d_z", 0), ("hidden", (0,)),
+              ("hidden", (2.0,)), ("hidden", 3), ("residual_scale", float("nan")),
+              ("residual_scale", -1.0), ("residual_scale", "0.1"), ("dtype", jnp.int32)]
 
 
 @pytest.mark.parametrize("model", sorted(_INITS))

@@ -150,7 +150,8 @@ def test_figures_redrawn_from_a_saved_report(tmp_path):
         for ax in fig.axes:
             assert ax.get_legend() is None and ax.get_yscale() == "log" and ax.get_ylim()[0] > 0
             lines = ax.get_lines()
-            markers = {ln.get_marker(): ln.get_color() for ln in lines if ln.get_marker() in colours}
+            markers = {ln.get_marker(): ln.get_color() for ln in lines
+                       if ln.get_marker() in colours}
             for mk, c in markers.items():
                 assert c == colours[mk]  # the same colour for a quantity in every panel
             dashed = [ln.get_color() for ln in lines if ln.get_linestyle() == "--"]

@@ -106,12 +106,14 @@ def digits(*, onehot: bool = False, classes=None, dtype=None) -> Dataset:
     dt = _dtype(dtype)
     if classes is not None:
         if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
-            raise TypeError(f"classes must be a sequence of digits 0..9; got {type(classes).__name__}")
+            raise TypeError(f"classes must be a sequence of digits 0..9; got "
+                            f"{type(classes).__name__}")
         classes = list(classes)
         if (len(classes) < 2 or len(set(classes)) != len(classes)
                 or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool)
                            and 0 <= c <= 9 for c in classes)):
-            raise ValueError(f"classes must be at least two distinct digits in 0..9; got {classes!r}")
+            raise ValueError(f"classes must be at least two distinct digits in 0..9; got "
+                             f"{classes!r}")
     d = _sklearn().load_digits()
     x, y = d.data.astype(np.float64), d.target.astype(np.int64)
     if classes is not None:

@@ -54,13 +54,13 @@ def _fail(command: str, msg: str) -> int:
 def _interrupted(argv: list[str]) -> None:
     """Report Ctrl-C in one line and leave at once with 130.
 
-    `os._exit`, not `sys.exit`: a KeyboardInterrupt that lands while XLA compiles leaves the runtime's
-    threads in a state where the interpreter's normal teardown can crash (a segmentation fault, exit
-    −11). Nothing is lost by skipping it: every finished stage was written atomically.
+    `os._exit`, not `sys.exit`: a KeyboardInterrupt that lands while XLA compiles leaves the
+    runtime's threads in a state where the interpreter's normal teardown can crash (a segmentation
+    fault, exit −11). Nothing is lost by skipping it: every finished stage was written atomically.
     """
     cmd = shlex.join(["jaxland", *argv])
-    print(f"\njaxland: interrupted; finished stages are saved, run the same command again to resume: "
-          f"{cmd}", file=sys.stderr, flush=True)
+    print(f"\njaxland: interrupted; finished stages are saved, run the same command again to "
+          f"resume: {cmd}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(EXIT_INTERRUPTED)
 

@@ -1,4 +1,4 @@
-"""Checks before a long run: the output folder can be written and the optional packages are installed.
+"""Checks before a long run: the output folder can be written, the optional packages are there.
 
 Everything here runs before anything is computed or created, so a bad argument costs nothing and
 leaves nothing behind.
@@ -15,7 +15,8 @@ _EXTRAS = {"matplotlib": "plot", "sklearn": "data"}
 
 
 def require(module: str, why: str) -> None:
-    """Raise ``ImportError`` (one line: what needs it, how to install it) unless `module` imports."""
+    """Raise ``ImportError`` (one line: what needs it, how to install it) unless `module` is
+    installed."""
     try:
         found = importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a module set to None in sys.modules, or a broken one
@@ -42,7 +43,8 @@ def check_out_dir(out, name: str = "out") -> Path:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(f"{name}: cannot create {str(p)!r}: {str(probe)!r} is a file, not a folder")
+        raise ValueError(f"{name}: cannot create {str(p)!r}: {str(probe)!r} is a file, not a "
+                         "folder")
     try:
         fd, tmp = tempfile.mkstemp(dir=probe, prefix=".jaxland-probe-")
     except OSError as e:

@@ -257,8 +257,8 @@ def reproduce(
 
     # -- stage 4: the plane through ξ_A, ξ_B, ξ* -----------------------------------------------------
     # Two grids: a zoom on the three minima (where they and the paths near the plane can be told
-    # apart) and, when a projected path goes far beyond it (the Theorem 11 path can reach hundreds of
-    # units while the minima lie a few units apart), an overview of the whole extent.
+    # apart) and, when a projected path goes far beyond it (the Theorem 11 path can reach hundreds
+    # of units while the minima lie a few units apart), an overview of the whole extent.
     g = s["plane_grid"]
     zoom = _zoom_window(frame, s["plane_margin"])
     full = _full_window(frame, paths, s["plane_margin"])
@@ -374,9 +374,9 @@ def _draw_paths(ax, paths: dict, in_plane: dict) -> None:
 
 
 def _plot_plane(out: Path, planes: dict, paths: dict, anchor_F) -> list[str]:
-    """plane.png: F on the plane through ξ_A, ξ_B, ξ* near the three minima (log colour scale, levels
-    from just below the lowest minimum), the paths projected onto it, and, when a path goes far from
-    the minima, an overview panel of the whole extent with the zoom window marked."""
+    """plane.png: F on the plane through ξ_A, ξ_B, ξ* near the three minima (log colour scale,
+    levels from just below the lowest minimum), the paths projected onto it, and, when a path goes
+    far from the minima, an overview panel of the whole extent with the zoom window marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -424,7 +424,8 @@ def _plot_plane(out: Path, planes: dict, paths: dict, anchor_F) -> list[str]:
 
     if overview is not None:
         ax2 = axes[0][1]
-        al2, be2 = np.asarray(overview["alphas"], np.float64), np.asarray(overview["betas"], np.float64)
+        al2 = np.asarray(overview["alphas"], np.float64)
+        be2 = np.asarray(overview["betas"], np.float64)
         Z2 = np.asarray(overview["F"], np.float64)
         lo2 = 0.9 * max(float(np.nanmin(Z2)), 1e-30)
         hi2 = max(float(np.nanmax(Z2)), 2 * lo2)
@@ -442,7 +443,8 @@ def _plot_plane(out: Path, planes: dict, paths: dict, anchor_F) -> list[str]:
         ax2.set_ylim(be2.min(), be2.max())
         ax2.set_xlabel("α")
         ax2.set_ylabel("β")
-        ax2.set_title("the whole extent of the projected paths (dashed: the left panel)", fontsize=10)
+        ax2.set_title("the whole extent of the projected paths (dashed: the left panel)",
+                      fontsize=10)
     fig.suptitle("F on the plane through ξ_A, ξ_B, ξ*: the straight segments lie in it; the other "
                  "paths leave it and are drawn projected", fontsize=9)
     fig.tight_layout()

@@ -439,14 +439,15 @@ def _excess_figure(rows, fits, s):
                 ax.set_xlabel("width m")
     handles = [Line2D([], [], color=c, marker=mk, ls="none", ms=6, label=lab)
                for _, _, lab, _, c, mk in _QUANTITIES]
-    handles += [Line2D([], [], color="0.3", ls="-", lw=1.3, label="least-squares fit (slope in the panel)"),
+    handles += [Line2D([], [], color="0.3", ls="-", lw=1.3,
+                       label="least-squares fit (slope in the panel)"),
                 Line2D([], [], color="0.3", ls="--", lw=1.3,
                        label="predicted slope (η−1)/n through the same points")]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1.0))
     fig.suptitle("Theorem 11's certificate against the width m, log–log. Values ≤ 0 (up to the "
-                 "rounding level of F) have no logarithm: they are left out of the plot and the fit, "
-                 "and counted in each panel.", fontsize=8.5, y=0.005, va="bottom")
+                 "rounding level of F) have no logarithm: they are left out of the plot and the "
+                 "fit, and counted in each panel.", fontsize=8.5, y=0.005, va="bottom")
     fig.tight_layout(rect=(0, 0.025, 1, 1 - 0.45 / fig.get_figheight()))
     return fig
 

@@ -41,7 +41,8 @@ def relu_net(theta: Sequence[Array], z: Float[Array, "N d_in"]) -> Float[Array, 
         raise ValueError(f"z must have shape (N, d_in) (one input per row); got {zs}")
     ts = jnp.shape(theta[0])
     if len(ts) != 2 or ts[1] != zs[1]:
-        raise ValueError(f"z has {zs[1]} columns but theta[0] has shape {ts} (expected (h_1, {zs[1]}))")
+        raise ValueError(f"z has {zs[1]} columns but theta[0] has shape {ts} (expected "
+                         f"(h_1, {zs[1]}))")
     h = z
     for i, t in enumerate(theta):
         if i > 0:
@@ -284,7 +285,8 @@ class TwoLayer(eqx.Module):
 
     @classmethod
     def init(cls, key: PRNGKeyArray, *, n: int, m: int, d_y: int = 1, dtype=None) -> TwoLayer:
-        """Rows of W1 uniform on S^{n−1}; W2 with i.i.d. N(0, 1/m) entries (sizes: positive integers)."""
+        """Rows of W1 uniform on S^{n−1}; W2 with i.i.d. N(0, 1/m) entries (sizes: positive
+        integers)."""
         check_key(key)
         _check_sizes(n=n, m=m, d_y=d_y)
         dtype = check_float_dtype(dtype)

@@ -73,8 +73,8 @@ def _check_values(x, y, loss) -> int | None:
                          f"[{yv.min()}, {yv.max()}]")
     if get_loss(loss) is softmax_cross_entropy and yv.ndim == 1:
         if not np.all((yv >= 0) & (yv == np.round(yv))):
-            raise ValueError("y must hold integer labels >= 0 for softmax_cross_entropy; got values "
-                             f"in [{yv.min()}, {yv.max()}]")
+            raise ValueError("y must hold integer labels >= 0 for softmax_cross_entropy; got "
+                             f"values in [{yv.min()}, {yv.max()}]")
         return int(yv.max()) + 1
     return None
 
@@ -129,9 +129,9 @@ def objective(net, x: Float[Array, "N n"], y: Array, *, kappa, loss: str | LossF
     - `loss`: "mse", "logistic", "softmax_cross_entropy", or a callable (pred, y) -> (N,).
 
     **Returns:** the scalar F(ξ). Pure and differentiable; works under `jax.vmap` over a stack of
-    networks (leading axis on every leaf). Bad shapes, empty or NaN/inf data (outside jit), an unknown
-    loss, or a κ that is not a finite number ≥ 0 raise an exception naming the argument; a traced κ
-    (under `jax.jit`) is checked when the compiled function runs (`equinox.error_if`).
+    networks (leading axis on every leaf). Bad shapes, empty or NaN/inf data (outside jit), an
+    unknown loss, or a κ that is not a finite number ≥ 0 raise an exception naming the argument; a
+    traced κ (under `jax.jit`) is checked when the compiled function runs (`equinox.error_if`).
     """
     kappa = check_kappa(kappa)
     check_data(net, x, y, loss)

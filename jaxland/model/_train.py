@@ -63,7 +63,8 @@ def fit(
     steps = check_positive_int("steps", steps)
     N = x.shape[0]
     if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= N:
+        bad = isinstance(batch_size, bool) or not isinstance(batch_size, int)
+        if bad or not 1 <= batch_size <= N:
             raise ValueError(f"batch_size must be an integer in [1, {N}] (N = len(x)); got {batch_size!r}")
         if key is None:
             raise ValueError("key is required when batch_size is set (mini-batches are drawn from it)")
