@@ -14,6 +14,7 @@ any model works as it is: the paper's networks, an equinox model, a flax nnx sta
 """
 
 from . import data as data, paths as paths
+from ._version import VERSION as __version__  # noqa: F401 - the package version
 from .construct import (
     PINV_RTOL_FACTOR as PINV_RTOL_FACTOR,
     AngleCluster as AngleCluster,
@@ -148,5 +149,3 @@ from .theory import (
     shamir_example1 as shamir_example1,
     unit_free_objective as unit_free_objective,
 )
-
-__version__ = "0.1.0"

@@ -18,11 +18,11 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command ended b
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import VERSION
     from ..data import DATASETS
 
     p = argparse.ArgumentParser(prog="jaxland", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="version", version=f"jaxland {__version__}")
+    p.add_argument("--version", action="version", version=f"jaxland {VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="train minima, build and evaluate paths, write report.json")
     r.add_argument("--out", required=True, help="output folder (finished stages are reused)")

@@ -20,7 +20,8 @@ seeds, positive values only — the excess is often ≤ 0 because an endpoint is
 path; a 95% t-interval) and compares it with the predicted (η − 1)/n. Theorem 11 is an upper bound, so a
 slope *below* the prediction is consistent with it (`consistent_with_bound`); one whose interval lies
 above it is not. Outputs in `out/`: `scaling.json` (settings, one row per (m, n, η, seed), fits)
-and the figures `scaling_excess.png` and `scaling_barriers.png`.
+and the figures `scaling_excess.png` and `scaling_barriers.png`, which `replot_scaling` (or
+``jaxland scaling --replot REPORT``) redraws from a saved report without computing anything.
 
 **Resumable.** Each (m, n, seed) pair of trainings and each certificate is written to `out/stages/` the
 moment it is finished (atomic writes, `RunStore`); a run is keyed by its own settings (the shared
