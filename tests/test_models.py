@@ -230,10 +230,21 @@ def test_embed_two_layer_computes_f2():
 # --------------------------------------------------------------------------------------------------
 
 def _small():
-    net = jl.SkipNet.init(jax.random.PRNGKey(0), n=3, m=4, d_g=2, d_o=2, hidden=(2,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
-    y = jax.random.normal(jax.random.PRNGKey(2), (6, 1))
-    return net, x, y
+    """A tiny SkipNet and data from NumPy (no eager JAX op: nothing compiles before the checks)."""
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+    net = jl.SkipNet(W1=arr(4, 3), W2=arr(1, 4), V1=arr(4, 2), V2=arr(2, 4),
+                     theta=(arr(2, 2), arr(2, 2)))
+    return net, arr(6, 3), arr(6, 1)
+
+
+def _with(a, idx, v):
+    b = np.array(a)
+    b[idx] = v
+    return jnp.asarray(b)
 
 
 def test_objective_fn_checks_data_when_built_and_against_the_network():
@@ -248,9 +259,9 @@ def test_objective_fn_checks_data_when_built_and_against_the_network():
     with pytest.raises(ValueError, match=r"x must have shape \(N, n\)"):
         jl.objective_fn(x[0], y, kappa=1e-3)
     with pytest.raises(ValueError, match="x contains NaN or inf"):
-        jl.objective_fn(x.at[2, 1].set(jnp.nan), y, kappa=1e-3)
+        jl.objective_fn(_with(x, (2, 1), np.nan), y, kappa=1e-3)
     with pytest.raises(ValueError, match="y contains NaN or inf"):
-        jl.objective_fn(x, y.at[0, 0].set(-jnp.inf), kappa=1e-3)
+        jl.objective_fn(x, _with(y, (0, 0), -np.inf), kappa=1e-3)
     with pytest.raises(ValueError, match=r"labels in \{-1, \+1\}"):
         jl.objective_fn(x, y, kappa=1e-3, loss="logistic")
     with pytest.raises(ValueError, match="integer labels >= 0"):
@@ -265,13 +276,16 @@ def test_objective_fn_checks_data_when_built_and_against_the_network():
         jax.jit(lambda nt: F(nt))(net)
     with pytest.raises(ValueError, match=r"y must have shape \(6, 1\)"):
         jl.objective_fn(x, jnp.ones((6, 2)), kappa=1e-3)(net)
-    two = jl.TwoLayer.init(jax.random.PRNGKey(3), n=3, m=4, d_y=3)
+    two = jl.TwoLayer(W1=jnp.ones((4, 3)), W2=jnp.ones((3, 4)))
     F = jl.objective_fn(x, jnp.array([0, 1, 2, 3, 0, 1]), kappa=0.0, loss="softmax_cross_entropy")
     with pytest.raises(ValueError, match=r"labels in \[0, 3\).*up to 3"):
         F(two)
-    # good data: the same number as objective (one float32 computation, a few ulps)
-    np.testing.assert_allclose(jl.objective_fn(x, y, kappa=1e-3)(net),
-                               jl.objective(net, x, y, kappa=1e-3), rtol=1e-6)
+    # good data: the same number as objective (one float32 computation, a few ulps); jitted, so
+    # that each side compiles once instead of op by op
+    F = jl.objective_fn(x, y, kappa=1e-3)
+    np.testing.assert_allclose(jax.jit(lambda nt: F(nt))(net),
+                               jax.jit(lambda nt: jl.objective(nt, x, y, kappa=1e-3))(net),
+                               rtol=1e-6)
 
 
 def test_empty_data_is_refused():
@@ -299,22 +313,25 @@ def test_kappa_is_checked_under_jit():
     net, x, y = _small()
     f = jax.jit(lambda k: jl.objective(net, x, y, kappa=k))
     g = jax.jit(lambda k: jl.objective_fn(x, y, kappa=k)(net))
+    ref = f(1e-3)
     for h in (f, g):
         for bad in (-1.0, jnp.nan, jnp.inf):
             # eqx.error_if raises when the compiled function runs; under jax.jit (not
             # eqx.filter_jit) it surfaces as a JaxRuntimeError that carries the message
             with pytest.raises(Exception, match="kappa must be a finite number >= 0"):
                 jax.block_until_ready(h(bad))
-        # a valid traced κ gives the eager value (same float32 ops, a few ulps)
-        np.testing.assert_allclose(h(1e-3), jl.objective(net, x, y, kappa=1e-3), rtol=1e-6)
+    # a valid traced κ gives the value of a concrete one (same float32 ops, a few ulps)
+    np.testing.assert_allclose(g(1e-3), ref, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda: jl.objective(net, x, y, kappa=1e-3))(), ref,
+                               rtol=1e-6)
     with pytest.raises(ValueError, match="kappa must be a scalar"):
-        jax.jit(lambda k: jl.objective(net, x, y, kappa=k))(jnp.ones(2))
+        f(jnp.ones(2))
     # the check does not get in the way of transformations: dF/dκ = R(ξ), vmap over κ
-    np.testing.assert_allclose(jax.grad(lambda k: jl.objective(net, x, y, kappa=k))(0.1),
-                               jl.regularizer(net), rtol=1e-6)
-    ks = jnp.array([0.0, 0.5])
-    np.testing.assert_allclose(jax.vmap(lambda k: jl.objective(net, x, y, kappa=k))(ks),
-                               [jl.objective(net, x, y, kappa=float(k)) for k in ks], rtol=1e-6)
+    dFdk, R = jax.jit(lambda: (jax.grad(lambda k: jl.objective(net, x, y, kappa=k))(0.1),
+                               jl.regularizer(net)))()
+    np.testing.assert_allclose(dFdk, R, rtol=1e-6)
+    vals = jax.jit(jax.vmap(lambda k: jl.objective(net, x, y, kappa=k)))(jnp.array([0.0, 0.5]))
+    np.testing.assert_allclose(vals, [f(0.0), f(0.5)], rtol=1e-6)
 
 
 _KEY = jax.random.PRNGKey(0)
