@@ -15,6 +15,7 @@ any model works as it is: the paper's networks, an equinox model, a flax nnx sta
 """
 
 from . import data as data, paths as paths
+from ._version import VERSION as __version__  # noqa: F401 - the package version
 from .alignment import (
     ALIGN_METHODS as ALIGN_METHODS,
     AlignResult as AlignResult,
@@ -158,5 +159,3 @@ from .theory import (
     shamir_example1 as shamir_example1,
     unit_free_objective as unit_free_objective,
 )
-
-__version__ = "0.1.0"

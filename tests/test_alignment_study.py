@@ -6,7 +6,7 @@ import json
 import pytest
 
 from jaxland.experiments._alignment import alignment, alignment_settings, format_alignment_table
-from jaxland.experiments._cli import _parser
+from jaxland.experiments._cli import _parser, main
 from jaxland.experiments._scaling import _SHARED, scaling_settings
 from jaxland.experiments._store import settings_hash
 
@@ -76,3 +76,13 @@ def test_settings_and_cli():
         alignment_settings(overrides={"bogus": 1})
     args = _parser().parse_args(["alignment", "--out", "x", "--quick"])
     assert args.command == "alignment" and args.quick and args.out == "x"
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["alignment", "--out", str(f), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--out" in err and "is not a folder" in err
+    with pytest.raises(ValueError, match="is not a folder"):
+        alignment(f, preset="tiny")

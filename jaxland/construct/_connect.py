@@ -56,7 +56,7 @@ def _best_linear(
 
     **Returns:** a `Linear` network (W of shape (d_y, d_x)).
     """
-    check_kappa(kappa)
+    kappa = check_kappa(kappa)
     lossfn = get_loss(loss)
     if d_y is None:
         if y.ndim != 2:
@@ -155,7 +155,7 @@ def connect(
         raise TypeError(f"net_a and net_b must have the same type; got {type(net_a).__name__} and "
                         f"{type(net_b).__name__}")
     check_same_structure(net_a, net_b, ("net_a", "net_b"))
-    check_kappa(kappa)
+    kappa = check_kappa(kappa)
     check_data(net_a, x, y, loss)
     if not (isinstance(eta, (int, float)) and 0 < eta < 1):
         raise ValueError(f"eta must be a number in (0, 1); got {eta!r}")

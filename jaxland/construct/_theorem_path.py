@@ -159,7 +159,7 @@ class TheoremPath(AbstractPath):
         ts = np.asarray(ts, np.float64)
         if ts.ndim != 1 or ts.size == 0 or np.any(~np.isfinite(ts)) or np.any((ts < 0) | (ts > 1)):
             raise ValueError(f"ts must be a non-empty (P,) array of values in [0, 1]; got {ts.shape}")
-        check_kappa(kappa)
+        kappa = check_kappa(kappa)
         check_data(self.start, x, y, loss)
         S = self.num_segments
         k = np.clip(np.floor(ts * S), 0, S - 1).astype(np.int32)

@@ -11,6 +11,7 @@ from ._alignment import (
 from ._scaling import (
     fit_slope as fit_slope,
     format_table as format_table,
+    replot_scaling as replot_scaling,
     scaling as scaling,
     scaling_settings as scaling_settings,
 )

@@ -65,6 +65,7 @@ from ..model._models import NoSkipNet, SkipNet, TwoLayer
 from ..model._objective import objective_fn
 from ..paths._paths import linear
 from ..search._search_path import search_path
+from ._preflight import check_out_dir, require
 from ._scaling import (
     _SHARED,
     _certificate,
@@ -456,8 +457,14 @@ def alignment(
     """
     s = alignment_settings(preset=preset, seed=seed, ms=ms, ns=ns, seeds=seeds, widths=widths,
                            overrides=overrides)
+    out = check_out_dir(out)
+    # before the study, not after it: the figure and the digits MLP come at the very end
+    if figures:
+        require("matplotlib", "jaxland alignment (it draws a PNG figure; pass figures=False to "
+                "skip)")
+    if s["widths"]:
+        require("sklearn", "jaxland alignment's digits MLP (pass widths=() to skip it)")
     log = _Log(progress)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shared = {k: s[k] for k in _SHARED}
