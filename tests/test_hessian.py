@@ -70,7 +70,7 @@ def test_lanczos_handles_breakdown_on_repeated_spectrum():
     # Shamir's Example 1 style operator: only two distinct eigenvalues ±1, start vector in an
     # invariant subspace; Lanczos breaks down after 2 steps and must restart, not invent values.
     d = jnp.concatenate([jnp.ones(5), -jnp.ones(5)])
-    t = jl.lanczos_tridiag(lambda v: d * v, jnp.ones(10), 6, jax.random.PRNGKey(0))
+    t = jl.lanczos_tridiag(lambda v: d * v, jnp.ones(10), 6, key=jax.random.PRNGKey(0))
     T = jnp.diag(t.alpha) + jnp.diag(t.beta, 1) + jnp.diag(t.beta, -1)
     ritz = np.linalg.eigvalsh(np.asarray(T))
     # float32 rounding of a 6-step recurrence
@@ -176,7 +176,7 @@ def test_bad_inputs():
     bad_v = jax.tree.map(lambda a: jnp.zeros(a.shape + (1,)), net)
     with pytest.raises(ValueError, match="v has a leaf of shape"):
         jl.hvp(F, net, bad_v)
-    with pytest.raises(ValueError, match="F must return a scalar"):
+    with pytest.raises(ValueError, match="fn must return a scalar"):
         jl.hessian_eigs(lambda n: n.W1, net, key=key, num_steps=4)
 
 
@@ -237,7 +237,7 @@ class LanczosTolTest(chex.TestCase):
             H, ev = _gapped_operator()
             K, k, tol = 60, 2, 1e-6
             run = self.variant(
-                lambda v0, key: jl.lanczos_tridiag(lambda v: H @ v, v0, K, key, tol=tol, k=k)
+                lambda v0, key: jl.lanczos_tridiag(lambda v: H @ v, v0, K, key=key, tol=tol, k=k)
             )
             t = run(jnp.ones(ev.size), jax.random.PRNGKey(0))
             _check_first_converged_step(t, ev, K, k, tol, "both")
@@ -251,7 +251,7 @@ class LanczosTolTest(chex.TestCase):
                     lambda v: H @ v,
                     jnp.ones(ev.size),
                     K,
-                    jax.random.PRNGKey(0),
+                    key=jax.random.PRNGKey(0),
                     tol=tol,
                     which=which,
                     k=k,
@@ -261,9 +261,9 @@ class LanczosTolTest(chex.TestCase):
     def test_tol_zero_is_the_fixed_k_run(self):
         with jax.enable_x64(True):
             H, _ = _gapped_operator()
-            args = (lambda v: H @ v, jnp.ones(120), 40, jax.random.PRNGKey(0))
-            fixed = jl.lanczos_tridiag(*args)
-            zero = jl.lanczos_tridiag(*args, tol=0.0, k=2)
+            args = (lambda v: H @ v, jnp.ones(120), 40)
+            fixed = jl.lanczos_tridiag(*args, key=jax.random.PRNGKey(0))
+            zero = jl.lanczos_tridiag(*args, key=jax.random.PRNGKey(0), tol=0.0, k=2)
             # no breakdown on this operator, so all K steps are taken, bit for bit the same run
             assert int(fixed.num_steps) == int(zero.num_steps) == 40
             chex.assert_trees_all_equal(fixed, zero)
@@ -331,9 +331,62 @@ def test_tol_bad_inputs():
     with pytest.raises(ValueError, match=r"which must be one of \('both', 'top', 'bottom'\)"):
         jl.hessian_eigs(F, net, key=key, num_steps=4, tol=1e-3, which="middle")
     with pytest.raises(ValueError, match="tol must be None"):
-        jl.lanczos_tridiag(lambda v: v, jnp.ones(3), 2, key, tol=-1.0)
+        jl.lanczos_tridiag(lambda v: v, jnp.ones(3), 2, key=key, tol=-1.0)
     path = paths.linear(net, net)
     with pytest.raises(ValueError, match="batch_size must be None or 1 with warm_start=True"):
         jl.hessian_eigs_along_path(F, path, jnp.zeros(2), key=key, warm_start=True, batch_size=2)
     with pytest.raises(ValueError, match="warm_start must be a bool"):
         jl.hessian_eigs_along_path(F, path, jnp.zeros(2), key=key, warm_start="yes")
+
+
+# ----------------------------------------------------------------------------------------------
+# any model through the parameter layer: non-array leaves carried, leaf dtypes kept
+# ----------------------------------------------------------------------------------------------
+
+
+def test_second_order_on_an_equinox_mlp_with_a_float32_leaf():
+    """An `eqx.nn.MLP` (its activations are leaves) with one float32 leaf among float64 ones under x64:
+    every second-order function reads the 13 parameters through `jaxland._params`, and the values
+    agree with a plain loop of Hessian-vector products on the basis vectors."""
+    import equinox as eqx
+
+    with jax.enable_x64(True):
+        mlp = eqx.nn.MLP(2, 1, 3, 1, key=jax.random.PRNGKey(0), dtype=jnp.float64)
+        mlp = eqx.tree_at(lambda m: m.layers[0].bias, mlp, mlp.layers[0].bias.astype(jnp.float32))
+        x = jax.random.normal(jax.random.PRNGKey(1), (8, 2), jnp.float64)
+        y = jnp.sin(x[:, 0])
+
+        def fn(m):
+            return jnp.mean((jax.vmap(m)(x)[:, 0] - y) ** 2)
+
+        H = np.asarray(jl.dense_hessian(fn, mlp))
+        P = 13
+        assert H.shape == (P, P)
+        # column j of H is hvp(e_j), e_j the j-th basis vector in raveled order (vmapped over j: one
+        # compilation); hvp differentiates the pytree itself, dense_hessian the raveled vector
+        params, _ = eqx.partition(mlp, eqx.is_inexact_array)
+        flat, unravel = ravel_pytree(params)
+        cols = jax.vmap(lambda e: ravel_pytree(jl.hvp(fn, mlp, unravel(e)))[0])(jnp.eye(P))
+        # the same float64 operations in both (the float32 bias rounds its tangents the same way)
+        np.testing.assert_allclose(np.asarray(cols).T, H, rtol=1e-10, atol=1e-12)
+        hv = jl.hvp(fn, mlp, mlp)
+        assert hv.layers[0].bias.dtype == jnp.float32 and hv.layers[1].weight.dtype == jnp.float64
+        assert hv.activation is None  # non-parameter leaves: None, as equinox.filter_grad gives
+        ev = np.linalg.eigvalsh((H + H.T) / 2)
+        e = jl.hessian_eigs(fn, mlp, key=jax.random.PRNGKey(2), k=1, num_steps=P)
+        # P = K Lanczos steps with full reorthogonalisation: exact extremes up to the float32 leaf
+        # (its tangents round to float32 inside each product: ~1e-7 relative)
+        np.testing.assert_allclose([e.lambda_min, e.lambda_max], [ev[0], ev[-1]], rtol=1e-5,
+                                   atol=1e-6)
+        # along a path between two MLPs (the activations are carried, not batched): the same as
+        # single-point calls at path(t)
+        mlp2 = jax.tree.map(lambda a: a * 0.5 if eqx.is_inexact_array(a) else a, mlp)
+        path = paths.linear(mlp, mlp2)
+        ts = jnp.array([0.0, 1.0])
+        along = jl.hessian_eigs_along_path(fn, path, ts, key=jax.random.PRNGKey(4), num_steps=P)
+        for i, t in enumerate(ts):
+            one = jl.hessian_eigs(fn, path(t), key=jax.random.PRNGKey(4), num_steps=P)
+            np.testing.assert_allclose(along.lambda_max[i], one.lambda_max, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(along.lambda_min[i], one.lambda_min, rtol=1e-5, atol=1e-6)
+        c = jl.classify_critical_point(fn, mlp, key=jax.random.PRNGKey(5))
+        assert c.params.activation is mlp.activation and c.kind_name == "not critical"

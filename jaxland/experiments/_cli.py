@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = args.preset or ("quick" if args.quick else "full")
         report = reproduce(args.out, preset=preset, data=args.data, seed=args.seed)
         for name, rec in report["paths"].items():
-            print(f"{name:>24}: max F {rec['F_max']:.6g}  barrier {rec['barrier']:.4g}")
+            print(f"{name:>24}: max F {rec['f_max']:.6g}  barrier {rec['barrier']:.4g}")
         return 0
     if args.command == "scaling":
         from ._scaling import format_table, scaling
