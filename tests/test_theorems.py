@@ -40,8 +40,10 @@ def test_best_linear_predictor_l1_is_the_objective_minimiser():
     # g = ∇ mean ‖Wx − y‖² = (2/N)(W xᵀ − yᵀ) x; g_ij = −κ sign(W_ij) where W_ij ≠ 0, |g_ij| ≤ κ
     # where W_ij = 0.
     with jax.enable_x64(True):
-        x, y = _data(jax.random.PRNGKey(0), dtype=jnp.float64)
-        kappa = 0.3  # large enough to zero two of the three coefficients of this problem
+        # N = 32: the shapes of test_construct's ResidualLinear problem, whose connect(kappa=0.1)
+        # compiles the same proximal solver
+        x, y = _data(jax.random.PRNGKey(0), N=32, dtype=jnp.float64)
+        kappa = 0.2  # zeroes one of the three coefficients of this problem, not all
         r = jl.best_linear_predictor(x, y, kappa=kappa)
         W = np.asarray(r.net.W)
         xn, yn = np.asarray(x), np.asarray(y)

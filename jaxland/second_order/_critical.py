@@ -102,10 +102,13 @@ class CriticalPoint(NamedTuple):
 
 
 def _check_tolerance(name, v):
-    v = float(v)
-    if not (v >= 0 and jnp.isfinite(v)):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number >= 0; got {v!r}") from None
+    if not (f >= 0 and np.isfinite(f)):
         raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
-    return v
+    return f
 
 
 @eqx.filter_jit
