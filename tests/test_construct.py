@@ -237,7 +237,7 @@ def _two_layer_excess(m, seeds=3):
             a, b = net(ka), net(kb)
             r = jaxland.connect(a, b, x, y, kappa=0.01, eta=0.5, xi_star=star, method="greedy",
                                 n_points=33, refine_levels=1)
-            if s == 0:
+            if s == 0 and m == 8:  # the eager call compiles once per shape: check one width
                 assert type(r.path(0.0)) is jaxland.TwoLayer
                 assert _tree_equal(r.path(0.0), a) and _tree_equal(r.path(1.0), b)
             out.append(r.certificate)
@@ -345,6 +345,13 @@ def _bad_input():
         jaxland.construct_path(a, b, big, eps=0.5)
     with pytest.raises(ValueError, match="eps is needed"):
         jaxland.construct_path(a, b, star)
+    with pytest.raises(ValueError, match=r"eps must be an angle in \(0, π\]; got -0.1"):
+        jaxland.construct_path(a, b, star, eps=-0.1)
+    for bad in (0.0, 1.0, float("nan"), "0.5"):  # η ∈ (0, 1), named in the message
+        with pytest.raises(ValueError, match=r"eta must be a number in \(0, 1\)"):
+            jaxland.connect(a, b, x, y, kappa=0.1, eta=bad, xi_star=star)
+    with pytest.raises(TypeError, match="eta must be a concrete number"):  # connect is a driver
+        jax.jit(lambda e: jaxland.connect(a, b, x, y, kappa=0.1, eta=e, xi_star=star))(0.5)
     with pytest.raises(ValueError, match="net_a"):
         small = jaxland.SkipNet.init(jax.random.PRNGKey(0), n=n, m=M - 1, d_y=DY, d_g=3, d_o=3,
                                      hidden=(3,))

@@ -84,6 +84,6 @@ def test_eager_calls_compile_once(case):
     # the eager values are the vmapped ones (same float64 arithmetic per point)
     for i in (0, 57, 199):
         got = first if i == 0 else outs[i - 1]
-        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(jax.tree.map(lambda l: l[i], ref)),
-                        strict=True):
+        want = jax.tree.map(lambda leaf, i=i: leaf[i], ref)
+        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)

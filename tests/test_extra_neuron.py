@@ -1,5 +1,5 @@
 """The extra neuron of Liang et al. (2018) and the unit-free version of Sohl-Dickstein & Kawaguchi
-(_extra_neuron.py)."""
+(jaxland/theory/_extra_neuron.py)."""
 
 import chex
 import jax

@@ -1,4 +1,5 @@
-"""Hessian-vector products, Lanczos extreme eigenvalues, SLQ density and Hutchinson trace (_hessian.py)."""
+"""Hessian-vector products, Lanczos extreme eigenvalues, SLQ density and Hutchinson trace
+(jaxland/second_order/)."""
 
 import chex
 import jax
@@ -98,6 +99,7 @@ def test_eigs_along_path_are_batched_and_exact_float64():
             for val, bound in zip(
                 np.concatenate([r.top[i], r.bottom[i]]),
                 np.concatenate([r.top_bound[i], r.bottom_bound[i]]),
+                strict=True,
             ):
                 assert np.abs(ev - val).min() <= bound + 1e-9 * scale
             # 12 steps resolve the largest eigenvalue of this 20-dimensional spectrum
@@ -346,8 +348,8 @@ def test_tol_bad_inputs():
 
 def test_second_order_on_an_equinox_mlp_with_a_float32_leaf():
     """An `eqx.nn.MLP` (its activations are leaves) with one float32 leaf among float64 ones under x64:
-    every second-order function reads the 13 parameters through `jaxland._params`, and the values
-    agree with a plain loop of Hessian-vector products on the basis vectors."""
+    the second-order functions read its 13 parameters through `jaxland._params` (activations
+    carried, the float32 leaf kept float32), and their values agree with the dense Hessian."""
     import equinox as eqx
 
     with jax.enable_x64(True):
@@ -362,31 +364,32 @@ def test_second_order_on_an_equinox_mlp_with_a_float32_leaf():
         H = np.asarray(jl.dense_hessian(fn, mlp))
         P = 13
         assert H.shape == (P, P)
-        # column j of H is hvp(e_j), e_j the j-th basis vector in raveled order (vmapped over j: one
+        # column j of H is hvp(e_j), e_j the j-th basis vector in raveled order (vmapped over j, one
         # compilation); hvp differentiates the pytree itself, dense_hessian the raveled vector
         params, _ = eqx.partition(mlp, eqx.is_inexact_array)
         flat, unravel = ravel_pytree(params)
-        cols = jax.vmap(lambda e: ravel_pytree(jl.hvp(fn, mlp, unravel(e)))[0])(jnp.eye(P))
+        hvs = eqx.filter_jit(eqx.filter_vmap(lambda e: jl.hvp(fn, mlp, unravel(e))))(jnp.eye(P))
+        assert hvs.layers[0].bias.dtype == jnp.float32 and hvs.layers[1].weight.dtype == jnp.float64
+        assert hvs.activation is None  # non-parameter leaves: None, as equinox.filter_grad gives
+        cols = np.concatenate([np.asarray(l, np.float64).reshape(P, -1)
+                               for l in jax.tree.leaves(hvs)], axis=1)
         # the same float64 operations in both (the float32 bias rounds its tangents the same way)
-        np.testing.assert_allclose(np.asarray(cols).T, H, rtol=1e-10, atol=1e-12)
-        hv = jl.hvp(fn, mlp, mlp)
-        assert hv.layers[0].bias.dtype == jnp.float32 and hv.layers[1].weight.dtype == jnp.float64
-        assert hv.activation is None  # non-parameter leaves: None, as equinox.filter_grad gives
+        np.testing.assert_allclose(cols.T, H, rtol=1e-10, atol=1e-12)
         ev = np.linalg.eigvalsh((H + H.T) / 2)
-        e = jl.hessian_eigs(fn, mlp, key=jax.random.PRNGKey(2), k=1, num_steps=P)
-        # P = K Lanczos steps with full reorthogonalisation: exact extremes up to the float32 leaf
-        # (its tangents round to float32 inside each product: ~1e-7 relative)
-        np.testing.assert_allclose([e.lambda_min, e.lambda_max], [ev[0], ev[-1]], rtol=1e-5,
+        # classify_critical_point runs hessian_eigs with K = P = 13 Lanczos steps and full
+        # reorthogonalisation: exact extremes up to the float32 leaf (its tangents round to float32
+        # inside each product: ~1e-7 relative)
+        c = jl.classify_critical_point(fn, mlp, key=jax.random.PRNGKey(5))
+        np.testing.assert_allclose([c.lambda_min, c.lambda_max], [ev[0], ev[-1]], rtol=1e-5,
                                    atol=1e-6)
-        # along a path between two MLPs (the activations are carried, not batched): the same as
-        # single-point calls at path(t)
+        # along a path between two MLPs (the activations are carried, not batched): the extremes of
+        # the dense Hessian at each path(t)
         mlp2 = jax.tree.map(lambda a: a * 0.5 if eqx.is_inexact_array(a) else a, mlp)
         path = paths.linear(mlp, mlp2)
         ts = jnp.array([0.0, 1.0])
         along = jl.hessian_eigs_along_path(fn, path, ts, key=jax.random.PRNGKey(4), num_steps=P)
         for i, t in enumerate(ts):
-            one = jl.hessian_eigs(fn, path(t), key=jax.random.PRNGKey(4), num_steps=P)
-            np.testing.assert_allclose(along.lambda_max[i], one.lambda_max, rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(along.lambda_min[i], one.lambda_min, rtol=1e-5, atol=1e-6)
-        c = jl.classify_critical_point(fn, mlp, key=jax.random.PRNGKey(5))
+            ev_t = np.linalg.eigvalsh(np.asarray(jl.dense_hessian(fn, path(t))))
+            np.testing.assert_allclose([along.lambda_min[i], along.lambda_max[i]],
+                                       [ev_t[0], ev_t[-1]], rtol=1e-5, atol=1e-6)
         assert c.params.activation is mlp.activation and c.kind_name == "not critical"

@@ -65,7 +65,7 @@ from ..model._losses import LossFn
 from ..model._models import Linear, NoSkipNet, ResidualLinear, SkipNet, TwoLayer
 from ..model._objective import check_data, objective
 from ..paths._paths import AbstractPath
-from ._cluster import MergePlan, _merge_plan
+from ._cluster import MergePlan, _merge_plan, check_eps
 from ._steps import (
     _Balance,
     _balance_logs,
@@ -401,7 +401,8 @@ def construct_path(
     - `xi_star`: for SkipNet/TwoLayer a `TwoLayer` with l units (the e(l) network, e.g.
       `best_l_term(...).net`; rows are rescaled to unit norm, f and R unchanged); for ResidualLinear a
       `Linear` (W*, e.g. the best linear predictor).
-    - `eps`: the Lemma 9 angle of the cluster plan (needed unless method="greedy").
+    - `eps`: the Lemma 9 angle ε ∈ (0, π] of the cluster plan (needed unless method="greedy"; may
+      be traced, then checked with `equinox.error_if`).
     - `l`: must equal xi_star's width when given.
     - `method`, `chunk_size`: as for `merge_plan`.
 
@@ -437,7 +438,7 @@ def construct_path(
         raise ValueError(f"eps is needed for method={method!r}")
     dt = net_a.W1.dtype
     star = _normalise_star(xi_star, dt)
-    e = None if eps is None else jnp.asarray(eps, dt)
+    e = None if eps is None else check_eps(eps, dt)  # ε ∈ (0, π], checked under jit too
     return _build_skip(net_a, net_b, star, e, ls, method, kind, rows_per_chunk(m, chunk_size))
 
 

@@ -24,6 +24,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._checks import check_fn, check_key
 from .._params import (
+    combine,
     is_param,
     num_params,
     num_stacked,
@@ -97,7 +98,7 @@ def hvp(fn: Callable[[PyTree], Array], params: PyTree, v: PyTree) -> PyTree:
                 f"v has a leaf of shape {jnp.shape(b)} where params has {jnp.shape(a)}"
             )
     vdyn = jax.tree.map(lambda a, b: jnp.asarray(b, jnp.result_type(a)), dyn, vdyn)
-    g = jax.grad(lambda p: fn(eqx.combine(p, static)))
+    g = jax.grad(lambda p: fn(combine(p, static)))
     return jax.jvp(g, (dyn,), (vdyn,))[1]
 
 
@@ -195,7 +196,7 @@ def _eigs_batch_jit(fn, points, keys, k, num_steps, batch_size, tol, which):
 
     def one(args):
         p, kk = args
-        return _eigs_one(fn, eqx.combine(p, static), kk, k, num_steps, tol, which)
+        return _eigs_one(fn, combine(p, static), kk, k, num_steps, tol, which)
 
     return jax.lax.map(one, (dyn, keys), batch_size=batch_size)
 
@@ -208,7 +209,7 @@ def _eigs_warm_jit(fn, points, keys, k, num_steps, tol, which):
     def one(carry, args):
         u, has_prev = carry
         p, kk = args
-        flat, lin = _flat_hvp(fn, eqx.combine(p, static))
+        flat, lin = _flat_hvp(fn, combine(p, static))
         k_v, k_r = jax.random.split(kk)
         r = jax.random.normal(k_v, flat.shape, flat.dtype)
         # previous point's wanted Ritz vectors plus a small random part (components along every
