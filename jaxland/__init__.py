@@ -121,7 +121,7 @@ from .search import (
     search_path as search_path,
 )
 from .second_order import (
-    KINDS as KINDS,
+    CriticalKind as CriticalKind,
     CriticalPoint as CriticalPoint,
     HessianEigs as HessianEigs,
     SpectralDensity as SpectralDensity,

@@ -25,8 +25,8 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
     assert len(F) == report["settings"]["points"] and np.all(np.isfinite(F))
     # the barrier comes from the stored values and the refinement: the refined maximum is at least the
     # grid maximum (refinement only adds points) and the barrier is measured from it
-    assert seg["F_max"] >= max(F)
-    assert seg["barrier"] == seg["F_max"] - max(F[0], F[-1])
+    assert seg["f_max"] >= max(F)
+    assert seg["barrier"] == seg["f_max"] - max(F[0], F[-1])
     # barrier() computes in the working precision (float32 here): equal to rounding
     np.testing.assert_allclose(seg["barrier_grid"], max(F) - max(F[0], F[-1]), rtol=1e-5)
     # the endpoints of the straight segment are the two trained minima
@@ -38,8 +38,8 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
     cert = report["paths"]["theorem11"]["certificate"]
     th = report["paths"]["theorem11"]
     # the certificate's maximum covers the uniform grid of the same path (float32 rounding: 1e-5 relative)
-    assert cert["path_max"] >= max(th["F"]) * (1 - 1e-5)
-    assert cert["excess"] == cert["path_max"] - max(cert["f_a"], cert["f_b"], cert["f_star"])
+    assert cert["f_max"] >= max(th["F"]) * (1 - 1e-5)
+    assert cert["excess"] == cert["f_max"] - max(cert["f_a"], cert["f_b"], cert["f_star"])
     np.testing.assert_allclose(cert["f_a"], report["minima"]["minimum_a"]["F"], rtol=1e-5)
     for name in ("minimum_a", "minimum_b"):
         h = report["minima"][name]

@@ -101,7 +101,7 @@ def _run(args) -> int:
             jax.config.update("jax_enable_x64", True)
         report = reproduce(args.out, preset=preset, data=args.data, seed=args.seed)
         for name, rec in report["paths"].items():
-            print(f"{name:>24}: max F {rec['F_max']:.6g}  barrier {rec['barrier']:.4g}")
+            print(f"{name:>24}: max F {rec['f_max']:.6g}  barrier {rec['barrier']:.4g}")
         return 0
     if args.command == "scaling":
         from ._preflight import check_out_dir, require

@@ -220,7 +220,7 @@ def reproduce(
         f_max = float(ref.f_max)
         rec = {
             "t": ts, "F": vals,
-            "t_max": t_max, "F_max": f_max,
+            "t_max": t_max, "f_max": f_max,
             "barrier": f_max - max(float(vals[0]), float(vals[-1])),
             "barrier_grid": float(b.barrier),
             "barrier_linear": float(b.barrier_linear),

@@ -315,7 +315,7 @@ def _certificate(s, x, y, a, b, m, n, eta, seed):
     return {"merge_rise": _merge_rise(c),
             "merge_loss_rise": _merge_loss_rise(res.path, x, y, s["cert_points"]),
             "l": int(c.l), "eps": float(c.eps), "f_star": float(c.f_star),
-            "path_max": float(c.path_max), "excess": float(c.excess),
+            "f_max": float(c.f_max), "excess": float(c.excess),
             "max_merge_angle": float(c.max_merge_angle), "size_bound": int(c.size_bound),
             "cluster_size_a": int(c.cluster_size_a), "cluster_size_b": int(c.cluster_size_b),
             "rank_failures": int(c.rank_failures), "attained_by": c.attained_by,
@@ -662,7 +662,7 @@ def scaling(
                                                          "searched_barrier")},
                         **{f"noskip_{k}": rec["NoSkipNet"][k]
                            for k in ("f_a", "f_b", "straight_barrier", "searched_barrier")},
-                        **{k: crec[k] for k in ("l", "eps", "f_star", "path_max", "excess",
+                        **{k: crec[k] for k in ("l", "eps", "f_star", "f_max", "excess",
                                                 "merge_rise", "merge_loss_rise", "max_merge_angle",
                                                 "rank_failures",
                                                 "attained_by")},
