@@ -548,7 +548,7 @@ CASES = [
     case("extra_neuron_demo-lam", lambda s: jl.extra_neuron_demo(key=s.key, lam=-1.0), "lam"),
     case(
         "extra_neuron_objective-lam",
-        lambda s: jl.extra_neuron_objective(jl.ExtraNeuron.wrap(s.two, s.key), s.x, s.y, lam=-1.0),
+        lambda s: jl.extra_neuron_objective(jl.ExtraNeuron.wrap(s.two, key=s.key), s.x, s.y, lam=-1.0),
         "lam",
     ),
     case(
