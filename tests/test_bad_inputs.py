@@ -360,7 +360,6 @@ CASES = [
             jnp.asarray(np.where(np.eye(5, 2) > 0, np.nan, np.asarray(s.rows))), 0.5
         ),
         "rows",
-        marks=_xf("construct"),
     ),
     case(
         "angle_cluster-eps-jit",
@@ -369,7 +368,6 @@ CASES = [
         ),
         "eps",
         exc=Exception,
-        marks=_xf("construct"),
     ),
     case("merge_plan-l", lambda s: jl.merge_plan(s.rows, 0), "l"),
     case("merge_plan-method", lambda s: jl.merge_plan(s.rows, 2, method="x"), "method"),

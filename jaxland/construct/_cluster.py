@@ -167,15 +167,17 @@ def check_rows(rows, name: str = "rows"):
         raise ValueError(f"{name} must have at least one row and one column; got shape {tuple(s)}")
     if not jnp.issubdtype(rows.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point array; got dtype {rows.dtype}")
-    finite = jnp.all(jnp.isfinite(rows), axis=1)
     if is_concrete(rows):
-        if not bool(jnp.all(finite)):
-            bad = np.nonzero(~np.asarray(finite))[0]
+        # NumPy, not jnp: inside a jit trace even operations on concrete arrays are staged
+        finite = np.all(np.isfinite(np.asarray(rows)), axis=1)
+        if not finite.all():
+            bad = np.nonzero(~finite)[0]
             raise ValueError(
                 f"{name} must be finite; row {int(bad[0])} holds NaN or inf ({bad.size} such "
                 f"row{'s' if bad.size > 1 else ''} of {s[0]})"
             )
         return rows
+    finite = jnp.all(jnp.isfinite(rows), axis=1)
     return eqx.error_if(rows, ~jnp.all(finite), f"{name} must be finite: a row holds NaN or inf "
                         "(checked under jit)")
 
