@@ -39,7 +39,7 @@ def test_plot_interpolation(tmp_path):
     assert ax.get_xlabel() == "t" and ax.get_ylabel() == "loss"
     assert ax2.get_ylabel() == "accuracy"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["train loss", "test loss", "train accuracy", "test accuracy"]
+    assert labels == ["loss (train)", "loss (test)", "accuracy (train)", "accuracy (test)"]
     # the loss and the accuracy of one label share a colour; the accuracy is dashed
     lines = ax.get_lines() + ax2.get_lines()
     assert lines[0].get_color() == lines[2].get_color() and lines[2].get_linestyle() == "--"

@@ -346,7 +346,7 @@ def plot_interpolation(
     handles = []
     for name, v in losses:
         (h,) = ax.plot(t[order], v[order], "-", lw=1.8, color=colour[name],
-                       label=f"{name} {loss_label}" if name else loss_label)
+                       label=f"{loss_label} ({name})" if name else loss_label)
         handles.append(h)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(loss_label)
@@ -357,7 +357,7 @@ def plot_interpolation(
         ax2 = ax.twinx()
         for name, v in accs:
             (h,) = ax2.plot(t[order], v[order], "--", lw=1.5, color=colour[name],
-                            label=f"{name} {accuracy_label}" if name else accuracy_label)
+                            label=f"{accuracy_label} ({name})" if name else accuracy_label)
             handles.append(h)
         ax2.set_ylabel(accuracy_label)
     # below the axes: "best" would only avoid the loss lines, not those of the twin axis
