@@ -4,9 +4,9 @@
 Two MLPs trained from different initialisations (checkpoints recorded), the straight segment and a
 Bézier curve between them with the BatchNorm statistics re-estimated at every point
 (`jaxland.recompute_batch_stats(model, None, x)` returns the nnx model with new statistics), a
-filter-normalised random plane, the first model's trajectory plane, and the Hessian's top eigenvalues
-and eigenvalue density. The parameters are the `nnx.Param` state of `nnx.split`, a pytree that every
-jaxland function takes as it is.
+filter-normalised random plane, the first model's trajectory plane, and the Hessian's top
+eigenvalues and eigenvalue density. The parameters are the `nnx.Param` state of `nnx.split`, a
+pytree that every jaxland function takes as it is.
 
 Run:  python examples/digits_nnx_mlp.py --out out/nnx          (well under a minute on 2 CPU cores)
       python examples/digits_nnx_mlp.py --quick --out /tmp/nnx  (a smoke test)
@@ -104,7 +104,10 @@ def main(argv=None) -> dict:
         model = jl.recompute_batch_stats(nnx.merge(graphdef, params, stats0), None, x_sub)
         model.eval()
         logits = model(xe)
-        return {"loss": cross_entropy(logits, ye), "accuracy": jnp.mean(jnp.argmax(logits, -1) == ye)}
+        return {
+            "loss": cross_entropy(logits, ye),
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == ye),
+        }
 
     @jax.jit
     def train_loss(p):  # F: the curve, the planes and the Hessian differentiate through statistics
@@ -112,49 +115,75 @@ def main(argv=None) -> dict:
 
     ts = np.linspace(0.0, 1.0, points)
     segment = jl.paths.linear(pa, pb)
+
     # one function of (params, data): the training and the test data share one compiled kernel
     def on_data(p, data):
         return metrics(p, *data)
 
     on_train = jl.evaluate_path(on_data, segment, ts, data=(x_sub, y_sub))
     on_test = jl.evaluate_path(on_data, segment, ts, data=(x_test, y_test))
-    curve = jl.fit_curve(train_loss, pa, pb, steps=curve_steps, batch=8, learning_rate=3e-3,
-                         points=points, key=jax.random.PRNGKey(3))
+    curve = jl.fit_curve(
+        train_loss,
+        pa,
+        pb,
+        steps=curve_steps,
+        batch=8,
+        learning_rate=3e-3,
+        points=points,
+        key=jax.random.PRNGKey(3),
+    )
     sl = jl.random_directions_slice(train_loss, pa, key=jax.random.PRNGKey(4), resolution=res)
     traj = jl.trajectory_directions(traj_a, num=2)
     tsl = jl.trajectory_slice(train_loss, traj, resolution=res)
-    eigs = jl.hessian_eigs(train_loss, pa, key=jax.random.PRNGKey(5), k=3, num_steps=lanczos,
-                           which="top")
-    sd = jl.spectral_density(train_loss, pa, key=jax.random.PRNGKey(6), num_steps=lanczos,
-                             num_probes=2 if q else 4)
+    eigs = jl.hessian_eigs(
+        train_loss, pa, key=jax.random.PRNGKey(5), k=3, num_steps=lanczos, which="top"
+    )
+    sd = jl.spectral_density(
+        train_loss, pa, key=jax.random.PRNGKey(6), num_steps=lanczos, num_probes=2 if q else 4
+    )
 
     fig = plt.figure(figsize=(15, 8.5), layout="constrained")
     axes = [fig.add_subplot(2, 3, i + 1, projection="3d" if i == 3 else None) for i in range(6)]
-    jl.plot_interpolation(ts, {"train": on_train["loss"], "test": on_test["loss"]},
-                          {"train": on_train["accuracy"], "test": on_test["accuracy"]},
-                          ax=axes[0], loss_label="cross-entropy", log=True,
-                          title="segment A → B (statistics re-estimated)")
-    jl.plot_paths({"segment": (ts, on_train["loss"]), "Bézier curve": (curve.ts, curve.values)},
-                  ax=axes[1], title="train loss along the two paths")
+    jl.plot_interpolation(
+        ts,
+        {"train": on_train["loss"], "test": on_test["loss"]},
+        {"train": on_train["accuracy"], "test": on_test["accuracy"]},
+        ax=axes[0],
+        loss_label="cross-entropy",
+        log=True,
+        title="segment A → B (statistics re-estimated)",
+    )
+    jl.plot_paths(
+        {"segment": (ts, on_train["loss"]), "Bézier curve": (curve.ts, curve.values)},
+        ax=axes[1],
+        title="train loss along the two paths",
+    )
     axes[1].set_ylabel("cross-entropy")
     jl.plot_contour(sl, ax=axes[2], levels=10, title="around A: filter-normalised plane")
-    jl.plot_surface(sl, ax=axes[3], zmax=float(np.quantile(np.asarray(sl.values), 0.9)),
-                    title="the same plane")
+    jl.plot_surface(
+        sl, ax=axes[3], zmax=float(np.quantile(np.asarray(sl.values), 0.9)), title="the same plane"
+    )
     jl.plot_trajectory(tsl, traj, ax=axes[4], title="A's training trajectory")
-    jl.plot_spectral_density(sd, ax=axes[5], mark=np.asarray(eigs.top),
-                             title="Hessian eigenvalue density at A")
+    jl.plot_spectral_density(
+        sd, ax=axes[5], mark=np.asarray(eigs.top), title="Hessian eigenvalue density at A"
+    )
     fig.suptitle("flax nnx MLP with BatchNorm on the digits")
     fig.savefig(args.out / "nnx_summary.png", dpi=70)
     plt.close(fig)
     seg = jl.barrier(on_train["loss"], ts)
-    print(f"[{time.perf_counter() - t0:.1f}s] segment barrier {float(seg.barrier):.3f}, Bézier "
-          f"barrier {curve.barrier:.3f}, worst test accuracy on the segment "
-          f"{float(on_test['accuracy'].min()):.3f}, top Hessian eigenvalues "
-          f"{np.round(np.asarray(eigs.top), 3)}, trajectory variance "
-          f"{np.round(np.asarray(traj.explained_variance_ratio), 3)}")
-    return {"segment_barrier": float(seg.barrier), "curve_barrier": float(curve.barrier),
-            "top_eigenvalues": np.asarray(eigs.top).tolist(),
-            "figures": sorted(p.name for p in args.out.glob("*.png"))}
+    print(
+        f"[{time.perf_counter() - t0:.1f}s] segment barrier {float(seg.barrier):.3f}, Bézier "
+        f"barrier {curve.barrier:.3f}, worst test accuracy on the segment "
+        f"{float(on_test['accuracy'].min()):.3f}, top Hessian eigenvalues "
+        f"{np.round(np.asarray(eigs.top), 3)}, trajectory variance "
+        f"{np.round(np.asarray(traj.explained_variance_ratio), 3)}"
+    )
+    return {
+        "segment_barrier": float(seg.barrier),
+        "curve_barrier": float(curve.barrier),
+        "top_eigenvalues": np.asarray(eigs.top).tolist(),
+        "figures": sorted(p.name for p in args.out.glob("*.png")),
+    }
 
 
 if __name__ == "__main__":

@@ -32,8 +32,17 @@ def check_figures(out: Path, names):
 
 def test_digits_cnn_batchnorm(tmp_path):
     res = run_example("digits_cnn_batchnorm", tmp_path)
-    check_figures(tmp_path, ["interpolation.png", "paths.png", "contour.png", "surface.png",
-                             "trajectory.png", "density.png"])
+    check_figures(
+        tmp_path,
+        [
+            "interpolation.png",
+            "paths.png",
+            "contour.png",
+            "surface.png",
+            "trajectory.png",
+            "density.png",
+        ],
+    )
     assert res["segment_barrier"] > 0 and np.isfinite(res["curve_barrier"])
     assert len(res["top_eigenvalues"]) == 3 and res["top_eigenvalues"][0] > 0
 

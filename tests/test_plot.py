@@ -1,5 +1,5 @@
-"""The figures of jaxland.landscape._plot (issue 13, §3): each is written to a file that is not empty,
-and has the axis labels it should. Slices, trajectories and densities are built directly (no
+"""The figures of jaxland.landscape._plot (issue 13, §3): each is written to a file that is not
+empty, and has the axis labels it should. Slices, trajectories and densities are built directly (no
 evaluation), except one trajectory plane computed end to end."""
 
 import jax
@@ -90,11 +90,17 @@ def test_plot_trajectory_end_to_end(tmp_path):
     coords = np.asarray(traj.coordinates)
     assert sl.values.shape == (9, 7)
     # the grid covers every checkpoint
-    assert np.all(coords[:, 0] >= float(sl.alphas[0])) and np.all(coords[:, 0] <= float(sl.alphas[-1]))
-    assert np.all(coords[:, 1] >= float(sl.betas[0])) and np.all(coords[:, 1] <= float(sl.betas[-1]))
+    assert np.all(coords[:, 0] >= float(sl.alphas[0])) and np.all(
+        coords[:, 0] <= float(sl.alphas[-1])
+    )
+    assert np.all(coords[:, 1] >= float(sl.betas[0])) and np.all(
+        coords[:, 1] <= float(sl.betas[-1])
+    )
     # the plane passes through θ_T: F at (0, 0) is F(θ_T) (float32 sums of 4 terms)
     i, j = np.argmin(np.abs(sl.alphas)), np.argmin(np.abs(sl.betas))
-    point = jax.tree.map(lambda o, u, v: o + sl.alphas[i] * u + sl.betas[j] * v, sl.origin, sl.u, sl.v)
+    point = jax.tree.map(
+        lambda o, u, v: o + sl.alphas[i] * u + sl.betas[j] * v, sl.origin, sl.u, sl.v
+    )
     np.testing.assert_allclose(sl.values[i, j], F(point), rtol=1e-5)
     ax = jl.plot_trajectory(sl, traj)
     r = np.asarray(traj.explained_variance_ratio)

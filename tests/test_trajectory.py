@@ -110,7 +110,7 @@ def test_leaf_dtypes_are_kept():
     check_against_numpy(r, cks, 2, 1e-6)
 
 
-@settings(max_examples=5, deadline=None, derandomize=True)
+@settings(max_examples=4, deadline=None, derandomize=True)
 @given(T=st.integers(2, 7), P=st.integers(1, 12), data=st.data())
 def test_hypothesis_shapes_and_numpy(T, P, data):
     num = data.draw(st.integers(1, min(T - 1, P)))

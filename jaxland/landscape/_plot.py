@@ -1,7 +1,8 @@
 """Pictures of a landscape (matplotlib, imported lazily: `import jaxland` does not need it).
 
-- `plot_slice(sl, paths)`: F on the plane of a `Slice` (`plane_slice`, `random_directions_slice`) as a
-  filled contour map, with the orthogonal projections of paths onto that plane (`slice_coordinates`).
+- `plot_slice(sl, paths)`: F on the plane of a `Slice` (`plane_slice`, `random_directions_slice`)
+  as a filled contour map, with the orthogonal projections of paths onto that plane
+  (`slice_coordinates`).
 - `plot_contour(sl, paths)`: the same plane as contour lines with labelled levels (Li et al. 2018).
 - `plot_surface(sl)`: the same plane as a 3-D surface (Li et al. 2018, Fig. 1).
 - `plot_paths(curves)`: F(γ(t)) against t for one or more paths, each maximum marked.

@@ -258,12 +258,18 @@ def trajectory_slice(
     width = np.maximum(hi - lo, 1e-12)  # σ_2 > 0, so the coordinates do spread; guard anyway
     r = (resolution, resolution) if np.ndim(resolution) == 0 else tuple(resolution)
     if len(r) != 2 or any(isinstance(k, bool) or int(k) != k or k < 2 for k in r):
-        raise ValueError(f"resolution must be an integer >= 2 or a pair of them; got {resolution!r}")
+        raise ValueError(
+            f"resolution must be an integer >= 2 or a pair of them; got {resolution!r}"
+        )
     if alphas is None:
         alphas = np.linspace(lo[0] - margin * width[0], hi[0] + margin * width[0], int(r[0]))
     if betas is None:
         betas = np.linspace(lo[1] - margin * width[1], hi[1] + margin * width[1], int(r[1]))
     return random_directions_slice(
-        fn, traj.origin, directions=tuple(traj.directions[:2]), alphas=alphas, betas=betas,
+        fn,
+        traj.origin,
+        directions=tuple(traj.directions[:2]),
+        alphas=alphas,
+        betas=betas,
         **evaluate_kwargs,
     )

@@ -291,8 +291,8 @@ def recompute_batch_stats(
     - `axis_name`: the name of the batch axis of the equinox BatchNorm layers.
 
     **Returns:** for an equinox model, a new `eqx.nn.State`, with every BatchNorm layer's statistics
-    set (in mode "batch" also its counter, so that equinox's de-bias 1 − momentum^count is exactly 1;
-    in mode "ema" its first-time flag is cleared). For an nnx model, a copy of `model` (same
+    set (in mode "batch" also its counter, so that equinox's de-bias 1 − momentum^count is exactly
+    1; in mode "ema" its first-time flag is cleared). For an nnx model, a copy of `model` (same
     training/evaluation flags) whose `nnx.BatchNorm` `mean` and `var` hold the statistics, in those
     variables' dtype (flax creates them as float32).
 
@@ -393,9 +393,9 @@ def stateful_leaf(obj, name: str, *, _depth: int = 3, _seen=None) -> str | None:
     cells, and the closures of functions found there, up to three levels; `functools.partial`
     arguments and the object of a bound method likewise).
 
-    What it cannot see: a model reached through a function's globals, an object's attributes that are
-    not pytree children, or a closure deeper than three levels. A `None` is therefore no proof that
-    a function is stateless.
+    What it cannot see: a model reached through a function's globals, an object's attributes that
+    are not pytree children, or a closure deeper than three levels. A `None` is therefore no proof
+    that a function is stateless.
     """
     seen = set() if _seen is None else _seen
     if id(obj) in seen:
