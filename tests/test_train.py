@@ -68,3 +68,46 @@ def test_best_l_term_value_includes_the_l1_penalty():
     np.testing.assert_allclose(r.value, data_part + 0.5 * jnp.abs(r.net.W2).sum(), rtol=1e-5)
     with pytest.raises(ValueError, match="l must be a positive integer"):
         jl.best_l_term(DATA.x, DATA.y, l=0, kappa=0.0, key=jax.random.PRNGKey(0))
+
+
+# fit(..., checkpoint_every=k): checkpoints recorded from the scan (issue 13, §2) ----------------
+
+
+def test_fit_checkpoints_are_the_networks_at_steps_0_k_2k_and_the_end():
+    net = jl.TwoLayer.init(jax.random.PRNGKey(1), n=2, m=6)
+    kw = dict(kappa=1e-3, optimizer=optax.adam(1e-2))
+    r = jl.fit(net, DATA.x, DATA.y, steps=10, checkpoint_every=4, **kw)  # steps 0, 4, 8, 10
+    plain = jl.fit(net, DATA.x, DATA.y, steps=10, **kw)
+    assert plain.checkpoints is None
+    assert len(r.checkpoints) == 4 and all(type(c) is type(net) for c in r.checkpoints)
+    chex.assert_trees_all_equal(r.checkpoints[0], net)
+    chex.assert_trees_all_equal(r.checkpoints[-1], r.net)
+    chex.assert_shape(r.history, (10,))
+    # The nested scans run the same steps; XLA may fuse them differently, so allow float32
+    # rounding (a few ulps per step, over ≤ 10 Adam steps of size 1e-2).
+    chex.assert_trees_all_close(r.net, plain.net, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.history, plain.history, rtol=1e-5)
+    prefix = jl.fit(net, DATA.x, DATA.y, steps=4, **kw).net  # full batch: a deterministic prefix
+    chex.assert_trees_all_close(r.checkpoints[1], prefix, rtol=1e-5, atol=1e-6)
+    # k dividing steps: the last chunk's end is the end (not recorded twice)
+    assert len(jl.fit(net, DATA.x, DATA.y, steps=8, checkpoint_every=4, **kw).checkpoints) == 3
+    # what the checkpoints are for: the trajectory's principal directions, θ_T at the origin
+    t = jl.trajectory_directions(r.checkpoints, num=2)
+    chex.assert_shape(t.coordinates, (4, 2))
+    np.testing.assert_array_equal(t.coordinates[-1], 0.0)
+
+
+def test_fit_checkpoints_with_minibatches_follow_the_same_keys():
+    net = jl.TwoLayer.init(jax.random.PRNGKey(1), n=2, m=6)
+    kw = dict(kappa=1e-3, steps=6, batch_size=8, key=jax.random.PRNGKey(3))
+    r = jl.fit(net, DATA.x, DATA.y, checkpoint_every=3, **kw)
+    plain = jl.fit(net, DATA.x, DATA.y, **kw)
+    chex.assert_trees_all_close(r.net, plain.net, rtol=1e-5, atol=1e-6)  # as above
+    np.testing.assert_allclose(r.history, plain.history, rtol=1e-5)
+
+
+def test_fit_checkpoint_every_errors():
+    net = jl.TwoLayer.init(jax.random.PRNGKey(1), n=2, m=4)
+    for bad in (0, -1, 11, 2.0, True):
+        with pytest.raises(ValueError, match=r"checkpoint_every must be None or an integer in \[1, 10\]"):
+            jl.fit(net, DATA.x, DATA.y, kappa=0.0, steps=10, checkpoint_every=bad)

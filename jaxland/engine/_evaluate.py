@@ -35,6 +35,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxtyping import Array, PyTree
 
 from .._checks import check_ts
+from ..model._batch_stats import stateful_leaf
 from ..model._objective import Objective, check_data
 from ..paths._paths import AbstractPath
 from ._chunks import (
@@ -223,6 +224,21 @@ def evaluate_path(
             raise ValueError(f"data must be a pytree of arrays with one common leading axis N; got "
                              f"leading sizes {sorted(str(s) for s in sizes)}")
         data = jax.tree.map(jnp.asarray, data)
+    n_rows = fn.num_samples if isinstance(fn, Objective) else (
+        jnp.shape(jax.tree.leaves(data)[0])[0] if data is not None and jax.tree.leaves(data) else 0)
+    if batch_size is not None and batch_size < n_rows:
+        # Batching averages fn over batches, exact for a per-sample mean; a BatchNorm in training
+        # mode would normalise each batch by its own statistics (issue 12, item 10). Only what is
+        # reachable from fn and path as pytrees or captured variables is seen (`stateful_leaf`).
+        where = stateful_leaf(path, "path") or stateful_leaf(fn, "fn")
+        if where is not None:
+            raise ValueError(
+                f"batch_size={batch_size} splits the data into batches and averages fn over them, "
+                f"but {where} holds BatchNorm state: in training mode each batch would be "
+                "normalised with its own statistics, so the result would not be the value on "
+                "the whole data. Use batch_size=None, with fn re-estimating the statistics of the "
+                "whole data at each point (jaxland.recompute_batch_stats, which takes its own "
+                "batch_size) and evaluating the model in inference mode")
 
     mesh = _make_mesh(mesh, devices)
     n_pdev = 1 if mesh is None else mesh.shape["points"]

@@ -1,7 +1,9 @@
 """Models and the objective: the paper's networks (eqs. 3, 4, 9, 12) as equinox Modules with its field
 names, the losses, the regulariser R(ξ) of Theorem 11 (eq. 13), the objective F(ξ) = E L + κR (eqs. 6,
-7, 16) and training with optax."""
+7, 16), training with optax (with checkpoints along the way), and BatchNorm statistics re-estimated at
+any parameter point (`recompute_batch_stats`)."""
 
+from ._batch_stats import recompute_batch_stats as recompute_batch_stats
 from ._losses import (
     LOSSES as LOSSES,
     LossFn as LossFn,
