@@ -61,6 +61,13 @@ def S() -> SimpleNamespace:
     )
 
 
+def _batchnorm():
+    """A tiny equinox model with BatchNorm state (input size 2, as the table's x)."""
+    import equinox as eqx
+
+    return eqx.nn.make_with_state(eqx.nn.BatchNorm)(2, "batch")
+
+
 def _xf(family: str):
     """A case that another helper's branch fixes (remove the mark after merging)."""
     return pytest.mark.xfail(strict=True, reason=f"fixed by the {family} helper")
@@ -350,6 +357,43 @@ CASES = [
     ),
     case("plot_slice-type", lambda s: jl.plot_slice("sl"), "sl"),
     case("plot_paths-type", lambda s: jl.plot_paths(5), "curves"),
+    case("plot_contour-type", lambda s: jl.plot_contour("sl"), "sl"),
+    case("plot_surface-type", lambda s: jl.plot_surface("sl"), "sl"),
+    case("plot_trajectory-type", lambda s: jl.plot_trajectory("sl", "traj"), "sl|traj"),
+    case("plot_spectral_density-type", lambda s: jl.plot_spectral_density("sd"), "sd"),
+    case(
+        "plot_interpolation-shapes",
+        lambda s: jl.plot_interpolation(np.linspace(0, 1, 3), np.ones(4)),
+        "loss",
+    ),
+    # ---- your own models: state and trajectories ---------------------------------------------------
+    case("trajectory_directions-type", lambda s: jl.trajectory_directions(s.net), "checkpoints"),
+    case("trajectory_directions-one", lambda s: jl.trajectory_directions([s.net]), "checkpoints"),
+    case(
+        "trajectory_directions-num",
+        lambda s: jl.trajectory_directions([s.net, s.net_b, s.net], num=0),
+        "num",
+    ),
+    case(
+        "trajectory_slice-traj",
+        lambda s: jl.trajectory_slice(s.F, "traj"),
+        "traj",
+    ),
+    case(
+        "recompute_batch_stats-state",
+        lambda s: jl.recompute_batch_stats(s.net, None, s.x),
+        "state",
+    ),
+    case(
+        "recompute_batch_stats-x",
+        lambda s: jl.recompute_batch_stats(*_batchnorm(), s.x[:, 0]),
+        "x",
+    ),
+    case(
+        "recompute_batch_stats-batch_size",
+        lambda s: jl.recompute_batch_stats(*_batchnorm(), s.x, batch_size=0),
+        "batch_size",
+    ),
     # ---- construct ------------------------------------------------------------------------------
     case("angle_cluster-eps-neg", lambda s: jl.angle_cluster(s.rows, -0.1), "eps"),
     case("angle_cluster-eps-big", lambda s: jl.angle_cluster(s.rows, 4.0), "eps"),
