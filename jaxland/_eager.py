@@ -35,8 +35,19 @@ def eager_call(f: Callable, *args):
     `f` must be a stable callable (a module-level function, a class's function, or a hashable
     callable object such as an `eqx.Module`; never a lambda built afresh for each call, which would
     compile each time). Python scalars among `args` are static (a new value compiles again): pass
-    them as arrays. Inside a trace (any leaf of `args` is a tracer) f runs inline.
+    them as arrays. Inside a trace (any leaf of `args` is a tracer), or when a non-array leaf has no
+    hash, f runs inline.
     """
-    if is_traced(args):
+    if is_traced(args) or not _static_hashable(f, args):
         return f(*args)
     return _compiled_apply(f, args)
+
+
+def _static_hashable(f, args) -> bool:
+    """Whether `eqx.filter_jit` can key its cache on f and the non-array leaves of args (a leaf
+    without a hash, such as an unfrozen dataclass, cannot be; f then runs op by op, as before)."""
+    try:
+        hash((f, tuple(l for l in jax.tree.leaves(args) if not eqx.is_array(l))))
+    except TypeError:
+        return False
+    return True

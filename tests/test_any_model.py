@@ -86,7 +86,7 @@ def make(name, objective=False):
         splits = [nnx.split(NnxNet(nnx.Rngs(i))) for i in range(3)]
         graphdef = splits[0][0]
         # nnx initialises biases at zero; move them so that every leaf matters
-        pts = [jax.tree.map(lambda l: l + 0.1 * i if eqx.is_inexact_array(l) else l, s)
+        pts = [jax.tree.map(lambda l, i=i: l + 0.1 * i if eqx.is_inexact_array(l) else l, s)
                for i, (_, s) in enumerate(splits)]
         fn = lambda s: jnp.mean((nnx.merge(graphdef, s)(x) - y) ** 2)
     elif name == "dict":
@@ -290,6 +290,9 @@ def test_slices_match_a_loop(name):
                                atol=1e-12)
     np.testing.assert_allclose(dist(combination([1.0, float(pl.anchors[1, 0])], [a, pl.u]), a),
                                dist(b, a), rtol=RTOL)
+    # the three points project onto their anchors (they lie in the plane)
+    np.testing.assert_allclose(np.asarray(jaxland.slice_coordinates(pl, [a, b, c])),
+                               np.asarray(pl.anchors), rtol=1e-9, atol=1e-9)
 
 
 def check_search_result(r, a, b, fn):
@@ -307,9 +310,9 @@ def check_search_result(r, a, b, fn):
 @pytest.mark.parametrize("name", MODELS)
 def test_searches_end_at_their_endpoints(name):
     a, b, _, fn = make(name)
-    # all three end as polychains through 4 nodes, densely evaluated at 9 or 10 points: one
+    # all three end as polychains through 4 nodes, densely evaluated at 10 points: one
     # compiled evaluation serves them
-    r = jaxland.fit_curve(fn, a, b, kind="polychain", bends=2, steps=3, batch=4, points=9,
+    r = jaxland.fit_curve(fn, a, b, kind="polychain", bends=2, steps=3, batch=4, points=10,
                           key=jax.random.PRNGKey(0))
     check_search_result(r, a, b, fn)
     r = jaxland.neb(fn, a, b, pivots=4, steps=3, points_per_segment=2)

@@ -168,7 +168,8 @@ def slice_coordinates(sl: Slice, points, ts=None) -> Float[Array, "P 2"]:
     **Arguments:**
     - `sl`: a `Slice`.
     - `points`: one parameter pytree (of the origin's structure), a list or tuple of them, a stacked
-      pytree (leading axis P on every leaf), or an `AbstractPath` (sampled at `ts`).
+      pytree (leading axis P on every floating-point leaf), or an `AbstractPath` (sampled at `ts`).
+      Only the floating-point leaves are projected.
     - `ts`: for a path, the points t (shape (P,)); default 201 equally spaced points.
 
     **Returns:** shape (P, 2) (P = 1 for one pytree).
@@ -307,7 +308,8 @@ def filter_normalized_directions(
 
     Li et al. (2018), §4: for each weight matrix (parameter leaf with ≥ 2 axes) and each filter i
     (index along the first axis, the output unit in the `x @ W.T` convention: a row of W1, W2, V1, V2,
-    θ_k; an output channel of an `eqx.nn.Conv2d` kernel), d_{i,…} ← d_{i,…} · ‖θ_{i,…}‖ / ‖d_{i,…}‖.
+    θ_k; an output channel of an `eqx.nn.Conv2d` kernel; note that a flax `nnx.Linear` kernel is
+    stored (in, out), so there the first axis is an input), d_{i,…} ← d_{i,…} · ‖θ_{i,…}‖ / ‖d_{i,…}‖.
     Leaves with ≤ 1 axis (biases, scalars) are set to zero as in their code's default
     (``ignore_1d=True``), or else rescaled as a whole to the leaf's norm. A filter of θ that is zero
     gives a zero filter of d. Only the parameters (floating-point leaves) get directions; every other

@@ -144,7 +144,7 @@ def dss(
     ok_level = lam + (accept - 1) * abs(lam)
     opt = optimizer if optimizer is not None else cached_adam(check_positive_float("learning_rate",
                                                                         learning_rate))
-    ts = jnp.linspace(0.0, 1.0, sp, dtype=va.dtype)
+    ts = jnp.asarray(np.linspace(0.0, 1.0, sp).astype(va.dtype))
     beads, values, depths = [va, vb], [fa, fb], [0]
     n_beads, evals, deepest = 0, 0, 0
     converged, reason = True, "connected"
@@ -216,7 +216,8 @@ def dss_bisect(
     va, vb, unravel, fa, fb = _check_endpoints(fn, a, b)
     lo = max(fa, fb) if lower is None else float(lower)
     if upper is None:
-        seg = _segment_values(fn, va, vb, unravel, jnp.linspace(0.0, 1.0, 65, dtype=va.dtype))
+        grid = jnp.asarray(np.linspace(0.0, 1.0, 65).astype(va.dtype))
+        seg = _segment_values(fn, va, vb, unravel, grid)
         upper = float(jnp.max(seg))
     hi = float(upper)
     if not hi >= lo:

@@ -215,7 +215,7 @@ def neb(
         X = np.stack([np.asarray(ravel(tree_index(init, i))[0]) for i in range(Ki)]).astype(va.dtype)
         X[0], X[-1] = np.asarray(va), np.asarray(vb)
         X = jnp.asarray(X)
-    s = jnp.linspace(0.0, 1.0, pps + 2, dtype=va.dtype)[1:-1]
+    s = jnp.asarray(np.linspace(0.0, 1.0, pps + 2)[1:-1].astype(va.dtype))
     climb_from = int(round(climb_after * steps)) if climb else steps + 1
     histories, evals, r = [], 0, 0
     for r in range(1, rounds + 1):
