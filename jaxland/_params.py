@@ -112,14 +112,14 @@ def _concat_leaves(leaves: list, dtype) -> Array:
 
 def ravel(tree: PyTree) -> tuple[Array, Unravel]:
     """(θ, unravel): the parameters raveled into one vector θ of length `num_params(tree)` (in the
-    promoted dtype of the parameter leaves, `param_dtype`), and the inverse map θ ↦ the full tree (an
+    promoted dtype of the parameter leaves), and the inverse map θ ↦ the full tree (an
     `Unravel`), each leaf cast back to its own dtype and every non-parameter leaf restored.
 
     The raveled vector of a tree with no parameter leaf has length 0 (in the default float dtype).
     """
     params, rest = partition(tree)
     leaves, treedef = jax.tree.flatten(params)
-    dtype = param_dtype(tree)
+    dtype = jnp.result_type(*leaves) if leaves else param_dtype(tree)  # complex stays complex
     if leaves:
         flat = eager_call(_concat_leaves, [jnp.asarray(l) for l in leaves], jnp.dtype(dtype))
     else:

@@ -10,6 +10,7 @@ room above float64 rounding (~1e-16 × the ~10 terms summed) and is still far be
 wrong coefficient or a wrong leaf moves the values at order 1e-2 or more).
 """
 
+import functools
 import math
 
 import equinox as eqx
@@ -69,10 +70,11 @@ Y = np.sin(X[:, :1])
 IMG = _rng.normal(size=(8, 1, 4, 4))
 
 
+@functools.lru_cache(maxsize=None)  # one set of points and one F per model: compiled code is shared
 def make(name, objective=False):
     """(a, b, c, fn): three points of one model family and F = a mean squared error (for SkipNet with
-    `objective`: the `Objective` of eq. 7, which the engine evaluates by its structured fast path;
-    else the same F as a plain function)."""
+    `objective`: the `Objective` of eq. 7 (κ = 1e-3), which the engine evaluates by its structured
+    fast path; without, the mean squared error as a plain function)."""
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     x, y = jnp.asarray(X), jnp.asarray(Y)
     if name == "mlp":
@@ -97,8 +99,8 @@ def make(name, objective=False):
     else:
         pts = [jaxland.SkipNet.init(k, n=3, m=4, d_g=2, d_o=2, hidden=(2,), dtype=jnp.float64)
                for k in keys]
-        obj = jaxland.objective_fn(x, y, kappa=1e-3)
-        fn = obj if objective else (lambda net: jaxland.objective(net, x, y, kappa=1e-3))
+        fn = (jaxland.objective_fn(x, y, kappa=1e-3) if objective
+              else (lambda net: jnp.mean((net(x) - y) ** 2)))
     return (*pts, fn)
 
 
@@ -174,8 +176,16 @@ def assert_exact(p, q):
 
 def loop_values(fn, points):
     """F at each point, one call per point (F compiled once: the loop is over points, as a user's)."""
-    f = eqx.filter_jit(fn)
+    f = _jitted(fn)
     return np.array([float(f(p)) for p in points])
+
+
+_JITTED = {}
+
+
+def _jitted(fn):
+    """One compiled F per model (the F of `make` live as long as the module: ids are stable)."""
+    return _JITTED.setdefault(id(fn), eqx.filter_jit(fn))
 
 
 TS = np.array([0.0, 0.2, 0.5, 0.7, 1.0])
@@ -199,15 +209,23 @@ def the_paths(a, b, c):
 # --------------------------------------------------------------------------------------------------
 
 
+@eqx.filter_jit
+def _all_at(paths, t):
+    return tuple(p(t) for p in paths)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_paths_and_evaluation_match_a_loop(name):
     a, b, c, fn = make(name, objective=True)
-    for kind, (path, ref) in the_paths(a, b, c).items():
-        # endpoints exactly; every point like the loop (vmap: tests/test_paths.py)
-        assert_exact(path(0.0), a)
-        assert_exact(path(1.0), b)
+    kinds = the_paths(a, b, c)
+    # every kind at once in one compiled call (eager calls of each kind: tests/test_paths.py)
+    points = {float(t): _all_at(tuple(p for p, _ in kinds.values()), jnp.asarray(t)) for t in TS}
+    for k, (kind, (path, ref)) in enumerate(kinds.items()):
+        # endpoints exactly; every point like the loop
+        assert_exact(points[0.0][k], a)
+        assert_exact(points[1.0][k], b)
         for t in TS:
-            assert_close(path(float(t)), ref(t))
+            assert_close(points[float(t)][k], ref(t))
         if kind in ("linear", "concat"):  # the engine on a one-piece and a switched path
             # evaluate_path = F at every point, one call per point
             vals = np.asarray(jaxland.evaluate_path(fn, path, TS))
@@ -401,3 +419,41 @@ def test_a_differing_integer_leaf_is_refused_at_every_join():
             pytest.fail(f"{name} accepted a differing integer leaf")
     # equal integer leaves are carried through
     assert int(jp.linear(a, b)(0.5)["step"]) == 3
+
+
+def test_ravel_keeps_every_leaf():
+    """The parameter layer's ravel: floating leaves into one vector (promoted dtype), back leaf by
+    leaf in their own dtypes, the other leaves restored; Unravel is a pytree, so a compiled function
+    taking it is reused for another vector."""
+    from jaxland._params import ravel
+
+    tree = {"f32": jnp.arange(4.0, dtype=jnp.float32).reshape(2, 2), "f64": jnp.linspace(0, 1, 3),
+            "act": jax.nn.relu, "count": jnp.asarray(5), "name": "net"}
+    v, unravel = ravel(tree)
+    assert v.shape == (7,) and v.dtype == jnp.float64
+    assert_exact(unravel(v), tree)
+    back = unravel(v + 1)
+    assert back["f32"].dtype == jnp.float32 and back["act"] is jax.nn.relu and back["name"] == "net"
+    np.testing.assert_array_equal(np.asarray(back["f32"]), np.asarray(tree["f32"]) + 1)
+    with _count_compiles() as n:
+        f = eqx.filter_jit(lambda u, w: u(w)["f64"].sum())
+        f(unravel, v), f(unravel, v + 2), f(ravel(back)[1], v)
+    assert n() == 1  # one compile for three calls (same layout)
+    with pytest.raises(ValueError, match=r"shape \(7,\)"):
+        unravel(jnp.zeros(6))
+
+
+class _count_compiles:
+    """Counts XLA compilations (the "/jax/core/compile/backend_compile_duration" events of
+    `jax.monitoring`) while active; calling the instance gives the count."""
+
+    def __enter__(self):
+        self.n = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return lambda: self.n
+
+    def _listen(self, event, duration, **kwargs):
+        self.n += event == "/jax/core/compile/backend_compile_duration"
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
