@@ -29,4 +29,5 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_paths.py --quick
 	$(PY) benchmarks/bench_hessian.py --quick
 	$(PY) benchmarks/bench_connect.py --quick
+	$(PY) benchmarks/bench_align.py --quick
 	$(PY) benchmarks/scaling.py --quick

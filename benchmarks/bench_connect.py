@@ -97,7 +97,7 @@ def _measure(m: int, repeats: int) -> dict:
         certify_s=t_cert, certify_first_call_s=certify_first,
         certify_per_eval_us=1e6 * t_cert / P, linear_eval_s=t_lin,
         ratio_certify_over_linear=t_cert / t_lin,
-        path_max=float(c.path_max), excess=float(c.excess),
+        f_max=float(c.f_max), excess=float(c.excess),
         max_merge_angle=float(c.max_merge_angle), rank_failures=int(c.rank_failures),
         attained_by=c.attained_by,
         device=str(jax.devices()[0]), platform=platform.platform(), repeats=repeats,

@@ -7,13 +7,24 @@ the Neural Network Loss Landscape?".
 The package is a flat public API over families of modules, one subpackage each: `model` (networks,
 losses, R(ξ), the objective, training), `data`, `paths`, `engine` (batched evaluation along paths),
 `landscape` (barriers, slices, plots), `construct` (Lemma 9, Lemma 10, ξ*, the Theorem 11 path and its
-certificate), `search` (curves, NEB, DSS, depth, MST, toys), `second_order` (Lanczos, Hessian,
-critical points), `theory` (the neighbouring theorems) and `experiments` (reproduce, scaling, CLI).
+certificate), `alignment` (permutation symmetries; weight and activation matching), `search` (curves,
+NEB, DSS, depth, MST, toys), `second_order` (Lanczos, Hessian, critical points), `theory` (the
+neighbouring theorems) and `experiments` (reproduce, scaling, alignment, CLI).
 Every function that takes parameters reads them through one parameter layer (`jaxland._params`), so
 any model works as it is: the paper's networks, an equinox model, a flax nnx state, a dict of arrays.
 """
 
 from . import data as data, paths as paths
+from ._version import VERSION as __version__  # noqa: F401 - the package version
+from .alignment import (
+    ALIGN_METHODS as ALIGN_METHODS,
+    AlignResult as AlignResult,
+    PermGroup as PermGroup,
+    PermutationSpec as PermutationSpec,
+    align as align,
+    apply_perms as apply_perms,
+    permutation_spec as permutation_spec,
+)
 from .construct import (
     PINV_RTOL_FACTOR as PINV_RTOL_FACTOR,
     AngleCluster as AngleCluster,
@@ -109,7 +120,7 @@ from .search import (
     search_path as search_path,
 )
 from .second_order import (
-    KINDS as KINDS,
+    CriticalKind as CriticalKind,
     CriticalPoint as CriticalPoint,
     HessianEigs as HessianEigs,
     SpectralDensity as SpectralDensity,
@@ -147,5 +158,3 @@ from .theory import (
     shamir_example1 as shamir_example1,
     unit_free_objective as unit_free_objective,
 )
-
-__version__ = "0.1.0"

@@ -1,10 +1,14 @@
 """`jaxland reproduce`: the main job writes report.json and PNGs, and resumes from finished stages."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jaxland.experiments._cli import main
 
@@ -21,8 +25,8 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
     assert len(F) == report["settings"]["points"] and np.all(np.isfinite(F))
     # the barrier comes from the stored values and the refinement: the refined maximum is at least the
     # grid maximum (refinement only adds points) and the barrier is measured from it
-    assert seg["F_max"] >= max(F)
-    assert seg["barrier"] == seg["F_max"] - max(F[0], F[-1])
+    assert seg["f_max"] >= max(F)
+    assert seg["barrier"] == seg["f_max"] - max(F[0], F[-1])
     # barrier() computes in the working precision (float32 here): equal to rounding
     np.testing.assert_allclose(seg["barrier_grid"], max(F) - max(F[0], F[-1]), rtol=1e-5)
     # the endpoints of the straight segment are the two trained minima
@@ -34,8 +38,8 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
     cert = report["paths"]["theorem11"]["certificate"]
     th = report["paths"]["theorem11"]
     # the certificate's maximum covers the uniform grid of the same path (float32 rounding: 1e-5 relative)
-    assert cert["path_max"] >= max(th["F"]) * (1 - 1e-5)
-    assert cert["excess"] == cert["path_max"] - max(cert["f_a"], cert["f_b"], cert["f_star"])
+    assert cert["f_max"] >= max(th["F"]) * (1 - 1e-5)
+    assert cert["excess"] == cert["f_max"] - max(cert["f_a"], cert["f_b"], cert["f_star"])
     np.testing.assert_allclose(cert["f_a"], report["minima"]["minimum_a"]["F"], rtol=1e-5)
     for name in ("minimum_a", "minimum_b"):
         h = report["minima"][name]
@@ -44,6 +48,15 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
         assert rec["hessian_at_max"]["lambda_min"] <= rec["hessian_at_max"]["lambda_max"]
     g = report["settings"]["plane_grid"]
     assert np.asarray(report["plane"]["F"]).shape == (g, g)
+    # the plane's grid is the zoom on the three minima: it holds them, and is at most their extent
+    # plus the margins on both sides (issue 12: the minima used to collapse into one dot)
+    an = np.asarray(report["plane"]["anchors"])
+    al, be = np.asarray(report["plane"]["alphas"]), np.asarray(report["plane"]["betas"])
+    diam = max(np.linalg.norm(p - q) for p in an for q in an)
+    span = np.max(an.max(0) - an.min(0)) + 2 * report["settings"]["plane_margin"] * diam
+    assert al.min() <= an[:, 0].min() and al.max() >= an[:, 0].max()
+    assert be.min() <= an[:, 1].min() and be.max() >= an[:, 1].max()
+    assert al.max() - al.min() <= span * (1 + 1e-9) and be.max() - be.min() <= span * (1 + 1e-9)
 
     # A second run with the same settings loads every stage instead of recomputing.
     capsys.readouterr()
@@ -59,3 +72,124 @@ def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "jaxland", "reproduce", "--help"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--quick" in r.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 12: bad arguments cost nothing and leave nothing behind; --version; Ctrl-C
+# --------------------------------------------------------------------------------------------------
+
+
+def _one_line_error(capsys, argv, must):
+    import jaxland.experiments._cli as cli
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and must in err[0], err
+    return err[0]
+
+
+def test_reproduce_out_that_is_a_file_or_unwritable(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    line = _one_line_error(capsys, ["reproduce", "--out", str(f), "--preset", "tiny"], "--out")
+    assert "is not a folder" in line
+    line = _one_line_error(capsys, ["reproduce", "--out", str(f / "sub"), "--preset", "tiny"],
+                           "--out")
+    assert "is a file, not a folder" in line
+    # an unwritable folder: a read-only directory (not for root, who may write anywhere) or /sys
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    target = ro if not os.access(ro, os.W_OK) else Path("/sys")
+    if not target.is_dir():
+        pytest.skip("no unwritable folder to try")
+    line = _one_line_error(capsys, ["reproduce", "--out", str(target / "run"), "--preset", "tiny"],
+                           "--out")
+    assert "cannot create" in line
+    assert not (target / "run").exists()
+
+
+def test_bad_arguments_leave_no_folder_behind(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:  # argparse: usage line and error, exit 2
+        main(["reproduce", "--out", str(out), "--data", "nope"])
+    assert e.value.code == 2 and "--data" in capsys.readouterr().err
+    _one_line_error(capsys, ["reproduce", "--out", str(out), "--seed", "-1"], "seed")
+    # the library function checks the same before creating anything
+    from jaxland.experiments._reproduce import reproduce
+
+    with pytest.raises(ValueError, match="data must be one of"):
+        reproduce(out, data="nope")
+    assert not out.exists()
+
+
+def test_version(capsys):
+    import jaxland
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"jaxland {jaxland.__version__}"
+
+
+def test_missing_matplotlib_is_reported_before_any_work(tmp_path, capsys, monkeypatch):
+    import jaxland
+
+    # importing a module set to None in sys.modules raises ImportError: matplotlib "not installed"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "scal"
+    line = _one_line_error(capsys, ["scaling", "--out", str(out), "--preset", "tiny"], "matplotlib")
+    assert "jaxland[plot]" in line
+    line = _one_line_error(capsys, ["reproduce", "--out", str(out), "--preset", "tiny"],
+                           "matplotlib")
+    with pytest.raises(ImportError, match="matplotlib"):
+        jaxland.scaling(out, preset="tiny")
+    assert not out.exists()  # nothing computed, nothing created
+
+
+def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
+    """SIGINT while the first kernels compile: exit code 130 and one line about resuming
+    (before: a traceback and a segmentation fault, exit −11)."""
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "jaxland", "reproduce", "--preset", "tiny", "--out",
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        # the first progress line: the data are loaded, the networks are built and compiled next
+        while True:
+            line = p.stderr.readline()
+            seen.append(line)
+            if not line or "] data " in line:
+                break
+        assert line, f"the run ended before training: {''.join(seen)}"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "interrupted" in last and "run the same command again to resume" in last
+    assert f"--out {out}" in last
+
+
+def test_plane_zoom_keeps_the_minima_apart_when_a_path_goes_far():
+    """plane.png: the zoom window is set by ξ_A, ξ_B, ξ* alone (a projected path reaching ±1000
+    units does not widen it); the far excursion gets an overview panel that contains the zoom."""
+    from jaxland.experiments import _reproduce as rp
+    from jaxland.landscape import Slice
+
+    anchors = np.array([[0.0, 0.0], [3.0, 0.0], [1.0, 2.0]])
+    frame = Slice(None, None, None, None, None, None, anchors)
+    t = np.linspace(0, 1, 50)
+    far = {"theorem11": {"plane_xy": {"xy": np.stack([1000 * np.sin(np.pi * t), 2 * t], 1)}}}
+    lo, hi = rp._zoom_window(frame, 0.25)
+    diam = 3.0
+    assert np.all(lo <= anchors.min(0)) and np.all(hi >= anchors.max(0))
+    # square (α and β drawn to the same scale) and no wider than the anchors plus the margins
+    assert hi[0] - lo[0] == pytest.approx(hi[1] - lo[1])
+    assert hi[0] - lo[0] <= 3.0 + 2 * 0.25 * diam + 1e-12
+    full = rp._full_window(frame, far, 0.25)
+    assert full[1][0] >= 1000 and rp._needs_overview((lo, hi), full)
+    near = {"bezier": {"plane_xy": {"xy": np.stack([3 * t, np.sin(np.pi * t)], 1)}}}
+    assert not rp._needs_overview((lo, hi), rp._full_window(frame, near, 0.25))

@@ -1,4 +1,5 @@
-"""Tests for Lemma 9 (angle clusters) and the merge plan of step 2 of Theorem 11 (jaxland/_cluster.py)."""
+"""Tests for Lemma 9 (angle clusters) and the merge plan of step 2 of Theorem 11
+(jaxland/construct/_cluster.py)."""
 
 import math
 
@@ -82,14 +83,17 @@ def test_angle_cluster_zero_rows():
 
 def test_lemma9_eps_and_bound():
     assert math.isclose(jaxland.lemma9_eps(64, 3, 0.5), 64 ** (-0.5 / 3))
-    assert jaxland.lemma9_eps(10, 2, 1.0) == 1.0
     # the bound is a count of rows: between 0 and m, monotone in ε and m
     b = [jaxland.lemma9_size_bound(1000, 2, e) for e in (0.05, 0.2, 0.8, 3.0)]
     assert b == sorted(b) and 0 <= b[0] and b[-1] <= 1000
     assert jaxland.lemma9_size_bound(1000, 2, math.pi) == 1000
     assert jaxland.lemma9_size_bound(0, 2, 0.5) == 0
-    with pytest.raises(ValueError, match="eta"):
-        jaxland.lemma9_eps(10, 2, 0.0)
+    # η ∈ (0, 1) as in the paper (0 < η < 1); the message names the argument and the value
+    for bad in (0.0, 1.0, 1.5, -0.2, float("nan")):
+        with pytest.raises(ValueError, match=r"eta must be a number in \(0, 1\); got"):
+            jaxland.lemma9_eps(10, 2, bad)
+    with pytest.raises(ValueError, match="eta must be a number"):
+        jaxland.lemma9_eps(10, 2, "0.5")
     with pytest.raises(ValueError, match="m must"):
         jaxland.lemma9_eps(0, 2, 0.5)
     with pytest.raises(ValueError, match="eps"):
@@ -173,3 +177,50 @@ def test_merge_plan_bad_input():
         jaxland.angle_cluster(rows, jnp.ones(2))
     with pytest.raises(TypeError, match="floating"):
         jaxland.angle_cluster(jnp.ones((3, 2), jnp.int32), 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# value checks that fire under jit too (issue 12, items 2 and 8)
+
+# An equinox.error_if inside jax.jit surfaces as jax's runtime error: a JaxRuntimeError (a
+# RuntimeError) or, when it is raised while the result is synchronised, a ValueError holding the same
+# text. Either way the message is ours, which is what the tests match.
+JIT_ERRORS = (RuntimeError, ValueError)
+
+
+def test_eps_and_eta_checked_under_jit():
+    rows = jax.random.normal(jax.random.PRNGKey(0), (M, N_DIM))
+    cluster = jax.jit(lambda r, e: jaxland.angle_cluster(r, e))
+    plan = jax.jit(lambda r, e: jaxland.merge_plan(r, 3, e))
+    eps9 = jax.jit(lambda e: jaxland.lemma9_eps(M, N_DIM, e))
+    # traced values in range: the same results as the eager calls
+    chex.assert_trees_all_equal(cluster(rows, 0.7).mask, jaxland.angle_cluster(rows, 0.7).mask)
+    chex.assert_trees_all_close(eps9(0.5), jaxland.lemma9_eps(M, N_DIM, 0.5), rtol=1e-6)
+    assert int(cluster(rows, math.pi).size) == M  # ε = π, rounded up in float32, is allowed
+    # out of range under jit: the eqx.error_if fires when the compiled function runs (before the
+    # fix, ε = −0.1 returned a cluster)
+    for bad in (-0.1, 0.0, 4.0, float("nan")):
+        with pytest.raises(JIT_ERRORS, match=r"eps must be an angle in \(0, π\]"):
+            jax.block_until_ready(cluster(rows, bad))
+        with pytest.raises(JIT_ERRORS, match=r"eps must be an angle in \(0, π\]"):
+            jax.block_until_ready(plan(rows, bad))
+    for bad in (0.0, 1.0, -0.5, float("nan")):
+        with pytest.raises(JIT_ERRORS, match=r"eta must be a number in \(0, 1\)"):
+            jax.block_until_ready(eps9(bad))
+
+
+def test_nan_rows_refused_eagerly_and_under_jit():
+    rows = jax.random.normal(jax.random.PRNGKey(0), (M, N_DIM))
+    cluster = jax.jit(lambda r: jaxland.angle_cluster(r, 0.5))
+    plan = jax.jit(lambda r: jaxland.merge_plan(r, 3, 0.5))
+    for bad in (jnp.nan, jnp.inf):
+        r = rows.at[4, 1].set(bad)
+        # before the fix, the NaN row silently dropped out of every cosine comparison
+        with pytest.raises(ValueError, match="rows must be finite; row 4 holds NaN or inf"):
+            jaxland.angle_cluster(r, 0.5)
+        with pytest.raises(ValueError, match="rows must be finite; row 4"):
+            jaxland.merge_plan(r, 3, 0.5)
+        with pytest.raises(JIT_ERRORS, match="rows must be finite"):
+            jax.block_until_ready(cluster(r))
+        with pytest.raises(JIT_ERRORS, match="rows must be finite"):
+            jax.block_until_ready(plan(r))

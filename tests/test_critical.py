@@ -1,4 +1,5 @@
-"""Finding and classifying critical points (_critical.py) on planted problems with known answers."""
+"""Finding and classifying critical points (jaxland/second_order/_critical.py) on planted problems with
+known answers."""
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +32,15 @@ def test_classify_planted_points_float64():
             ([1.0, 0.0, 3.0, 4.0], "degenerate"),  # a flat direction: test inconclusive
             ([-1.0, -2.0, -3.0, -4.0], "strict saddle"),
         ]  # a maximum has λ_min < 0 too
+        CK = jl.CriticalKind
+        items = {"local minimum": CK.local_minimum, "strict saddle": CK.strict_saddle,
+                 "degenerate": CK.degenerate}
         for diag, kind in cases:
             c = jl.classify_critical_point(_quadratic(diag), zero, key=key)
             assert c.kind_name == kind, (diag, c)
+            # the kind is an enumeration item whose code carries its message
+            assert isinstance(c.kind, CK) and bool(c.kind == items[kind])
+            assert CK[c.kind].startswith(kind + ": ")
             # P = 4 ≤ 64 Lanczos steps: exact extreme eigenvalues
             np.testing.assert_allclose(c.lambda_min, min(diag), atol=1e-12)
             np.testing.assert_allclose(c.lambda_max, max(diag), atol=1e-12)
@@ -42,7 +49,8 @@ def test_classify_planted_points_float64():
         c = jl.classify_critical_point(
             _quadratic([1.0, 2.0, 3.0, 4.0]), {"u": jnp.ones(4)}, key=key
         )
-        assert c.kind_name == "not critical"
+        assert c.kind_name == "not critical" and bool(c.kind == CK.not_critical)
+        assert "‖∇F‖ > grad_tol" in CK[c.kind]
         np.testing.assert_allclose(c.grad_norm, np.sqrt(1 + 4 + 9 + 16), rtol=1e-12)
 
 

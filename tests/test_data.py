@@ -39,5 +39,5 @@ def test_bundled_real_data_is_bounded():
     assert float(jnp.max(jnp.linalg.norm(db.x, axis=1))) <= 1 + 1e-6
     two = jl.data.digits(onehot=True, classes=(3, 8))
     assert two.y.shape[1] == 2 and np.all(np.asarray(two.y).sum(1) == 1)
-    with pytest.raises(ValueError, match="data set must be one of"):
+    with pytest.raises(ValueError, match="name must be one of"):
         jl.data.load("mnist")

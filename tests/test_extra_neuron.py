@@ -1,5 +1,5 @@
 """The extra neuron of Liang et al. (2018) and the unit-free version of Sohl-Dickstein & Kawaguchi
-(_extra_neuron.py)."""
+(jaxland/theory/_extra_neuron.py)."""
 
 import chex
 import jax
@@ -10,7 +10,7 @@ import pytest
 import jaxland as jl
 from jaxland.theory._extra_neuron import demo_problem
 
-DEMO = jl.extra_neuron_demo(jax.random.PRNGKey(0), steps=1500)
+DEMO = jl.extra_neuron_demo(key=jax.random.PRNGKey(0), steps=1500)
 
 
 def test_demo_plain_training_is_stuck_at_a_bad_local_minimum():
@@ -42,7 +42,7 @@ def test_demo_extra_neuron_escapes():
     assert float(DEMO.augmented_data_loss) < 1e-2
     # the extra neuron is what moved first: at a = 0 its gradient is non-zero
     x, y, start = demo_problem()
-    aug0 = jl.ExtraNeuron.wrap(start, jax.random.PRNGKey(0))
+    aug0 = jl.ExtraNeuron.wrap(start, key=jax.random.PRNGKey(0))
     ga = jax.grad(lambda n: jl.extra_neuron_objective(n, x, y, lam=1e-3))(aug0).a
     assert float(jnp.abs(ga).max()) > 0.1
 
@@ -65,7 +65,7 @@ def test_wrappers_match_their_formulas():
         net = jl.TwoLayer.init(k1, n=3, m=4, dtype=jnp.float64)
         x = jax.random.normal(k2, (10, 3), jnp.float64)
         y = jnp.where(jax.random.normal(k3, (10, 1), jnp.float64) > 0, 1.0, -1.0)
-        aug = jl.ExtraNeuron.wrap(net, k1)
+        aug = jl.ExtraNeuron.wrap(net, key=k1)
         chex.assert_trees_all_equal(aug(x), net(x))  # a = 0: f̃ = f exactly
         aug = jl.ExtraNeuron(net, jnp.array([0.7]), aug.w, jnp.array(-0.2))
         ft = net(x) + 0.7 * jnp.exp(x @ aug.w - 0.2)[:, None]
@@ -91,7 +91,7 @@ def test_wrappers_match_their_formulas():
 
 def test_bad_inputs():
     x, y, start = demo_problem()
-    aug = jl.ExtraNeuron.wrap(start, jax.random.PRNGKey(0))
+    aug = jl.ExtraNeuron.wrap(start, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"a must have shape \(1,\)"):
         jl.ExtraNeuron(start, jnp.zeros(2), aug.w, aug.b)
     with pytest.raises(ValueError, match=r"w must have shape \(2,\)"):
@@ -105,6 +105,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="p must be a positive integer"):
         jl.polynomial_hinge(0)
     with pytest.raises(TypeError, match="model must have in_features"):
-        jl.ExtraNeuron.wrap(lambda z: z, jax.random.PRNGKey(0))
+        jl.ExtraNeuron.wrap(lambda z: z, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="steps must be a positive integer"):
-        jl.extra_neuron_demo(jax.random.PRNGKey(0), steps=0)
+        jl.extra_neuron_demo(key=jax.random.PRNGKey(0), steps=0)

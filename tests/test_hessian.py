@@ -1,4 +1,5 @@
-"""Hessian-vector products, Lanczos extreme eigenvalues, SLQ density and Hutchinson trace (_hessian.py)."""
+"""Hessian-vector products, Lanczos extreme eigenvalues, SLQ density and Hutchinson trace
+(jaxland/second_order/)."""
 
 import chex
 import jax
@@ -70,7 +71,7 @@ def test_lanczos_handles_breakdown_on_repeated_spectrum():
     # Shamir's Example 1 style operator: only two distinct eigenvalues ±1, start vector in an
     # invariant subspace; Lanczos breaks down after 2 steps and must restart, not invent values.
     d = jnp.concatenate([jnp.ones(5), -jnp.ones(5)])
-    t = jl.lanczos_tridiag(lambda v: d * v, jnp.ones(10), 6, jax.random.PRNGKey(0))
+    t = jl.lanczos_tridiag(lambda v: d * v, jnp.ones(10), 6, key=jax.random.PRNGKey(0))
     T = jnp.diag(t.alpha) + jnp.diag(t.beta, 1) + jnp.diag(t.beta, -1)
     ritz = np.linalg.eigvalsh(np.asarray(T))
     # float32 rounding of a 6-step recurrence
@@ -98,6 +99,7 @@ def test_eigs_along_path_are_batched_and_exact_float64():
             for val, bound in zip(
                 np.concatenate([r.top[i], r.bottom[i]]),
                 np.concatenate([r.top_bound[i], r.bottom_bound[i]]),
+                strict=True,
             ):
                 assert np.abs(ev - val).min() <= bound + 1e-9 * scale
             # 12 steps resolve the largest eigenvalue of this 20-dimensional spectrum
@@ -176,7 +178,7 @@ def test_bad_inputs():
     bad_v = jax.tree.map(lambda a: jnp.zeros(a.shape + (1,)), net)
     with pytest.raises(ValueError, match="v has a leaf of shape"):
         jl.hvp(F, net, bad_v)
-    with pytest.raises(ValueError, match="F must return a scalar"):
+    with pytest.raises(ValueError, match="fn must return a scalar"):
         jl.hessian_eigs(lambda n: n.W1, net, key=key, num_steps=4)
 
 
@@ -237,7 +239,7 @@ class LanczosTolTest(chex.TestCase):
             H, ev = _gapped_operator()
             K, k, tol = 60, 2, 1e-6
             run = self.variant(
-                lambda v0, key: jl.lanczos_tridiag(lambda v: H @ v, v0, K, key, tol=tol, k=k)
+                lambda v0, key: jl.lanczos_tridiag(lambda v: H @ v, v0, K, key=key, tol=tol, k=k)
             )
             t = run(jnp.ones(ev.size), jax.random.PRNGKey(0))
             _check_first_converged_step(t, ev, K, k, tol, "both")
@@ -251,7 +253,7 @@ class LanczosTolTest(chex.TestCase):
                     lambda v: H @ v,
                     jnp.ones(ev.size),
                     K,
-                    jax.random.PRNGKey(0),
+                    key=jax.random.PRNGKey(0),
                     tol=tol,
                     which=which,
                     k=k,
@@ -261,9 +263,9 @@ class LanczosTolTest(chex.TestCase):
     def test_tol_zero_is_the_fixed_k_run(self):
         with jax.enable_x64(True):
             H, _ = _gapped_operator()
-            args = (lambda v: H @ v, jnp.ones(120), 40, jax.random.PRNGKey(0))
-            fixed = jl.lanczos_tridiag(*args)
-            zero = jl.lanczos_tridiag(*args, tol=0.0, k=2)
+            args = (lambda v: H @ v, jnp.ones(120), 40)
+            fixed = jl.lanczos_tridiag(*args, key=jax.random.PRNGKey(0))
+            zero = jl.lanczos_tridiag(*args, key=jax.random.PRNGKey(0), tol=0.0, k=2)
             # no breakdown on this operator, so all K steps are taken, bit for bit the same run
             assert int(fixed.num_steps) == int(zero.num_steps) == 40
             chex.assert_trees_all_equal(fixed, zero)
@@ -331,9 +333,63 @@ def test_tol_bad_inputs():
     with pytest.raises(ValueError, match=r"which must be one of \('both', 'top', 'bottom'\)"):
         jl.hessian_eigs(F, net, key=key, num_steps=4, tol=1e-3, which="middle")
     with pytest.raises(ValueError, match="tol must be None"):
-        jl.lanczos_tridiag(lambda v: v, jnp.ones(3), 2, key, tol=-1.0)
+        jl.lanczos_tridiag(lambda v: v, jnp.ones(3), 2, key=key, tol=-1.0)
     path = paths.linear(net, net)
     with pytest.raises(ValueError, match="batch_size must be None or 1 with warm_start=True"):
         jl.hessian_eigs_along_path(F, path, jnp.zeros(2), key=key, warm_start=True, batch_size=2)
     with pytest.raises(ValueError, match="warm_start must be a bool"):
         jl.hessian_eigs_along_path(F, path, jnp.zeros(2), key=key, warm_start="yes")
+
+
+# ----------------------------------------------------------------------------------------------
+# any model through the parameter layer: non-array leaves carried, leaf dtypes kept
+# ----------------------------------------------------------------------------------------------
+
+
+def test_second_order_on_an_equinox_mlp_with_a_float32_leaf():
+    """An `eqx.nn.MLP` (its activations are leaves) with one float32 leaf among float64 ones under x64:
+    the second-order functions read its 13 parameters through `jaxland._params` (activations
+    carried, the float32 leaf kept float32), and their values agree with the dense Hessian."""
+    import equinox as eqx
+
+    with jax.enable_x64(True):
+        mlp = eqx.nn.MLP(2, 1, 3, 1, key=jax.random.PRNGKey(0), dtype=jnp.float64)
+        mlp = eqx.tree_at(lambda m: m.layers[0].bias, mlp, mlp.layers[0].bias.astype(jnp.float32))
+        x = jax.random.normal(jax.random.PRNGKey(1), (8, 2), jnp.float64)
+        y = jnp.sin(x[:, 0])
+
+        def fn(m):
+            return jnp.mean((jax.vmap(m)(x)[:, 0] - y) ** 2)
+
+        H = np.asarray(jl.dense_hessian(fn, mlp))
+        P = 13
+        assert H.shape == (P, P)
+        # column j of H is hvp(e_j), e_j the j-th basis vector in raveled order (vmapped over j, one
+        # compilation); hvp differentiates the pytree itself, dense_hessian the raveled vector
+        params, _ = eqx.partition(mlp, eqx.is_inexact_array)
+        flat, unravel = ravel_pytree(params)
+        hvs = eqx.filter_jit(eqx.filter_vmap(lambda e: jl.hvp(fn, mlp, unravel(e))))(jnp.eye(P))
+        assert hvs.layers[0].bias.dtype == jnp.float32 and hvs.layers[1].weight.dtype == jnp.float64
+        assert hvs.activation is None  # non-parameter leaves: None, as equinox.filter_grad gives
+        cols = np.concatenate([np.asarray(l, np.float64).reshape(P, -1)
+                               for l in jax.tree.leaves(hvs)], axis=1)
+        # the same float64 operations in both (the float32 bias rounds its tangents the same way)
+        np.testing.assert_allclose(cols.T, H, rtol=1e-10, atol=1e-12)
+        ev = np.linalg.eigvalsh((H + H.T) / 2)
+        # classify_critical_point runs hessian_eigs with K = P = 13 Lanczos steps and full
+        # reorthogonalisation: exact extremes up to the float32 leaf (its tangents round to float32
+        # inside each product: ~1e-7 relative)
+        c = jl.classify_critical_point(fn, mlp, key=jax.random.PRNGKey(5))
+        np.testing.assert_allclose([c.lambda_min, c.lambda_max], [ev[0], ev[-1]], rtol=1e-5,
+                                   atol=1e-6)
+        # along a path between two MLPs (the activations are carried, not batched): the extremes of
+        # the dense Hessian at each path(t)
+        mlp2 = jax.tree.map(lambda a: a * 0.5 if eqx.is_inexact_array(a) else a, mlp)
+        path = paths.linear(mlp, mlp2)
+        ts = jnp.array([0.0, 1.0])
+        along = jl.hessian_eigs_along_path(fn, path, ts, key=jax.random.PRNGKey(4), num_steps=P)
+        for i, t in enumerate(ts):
+            ev_t = np.linalg.eigvalsh(np.asarray(jl.dense_hessian(fn, path(t))))
+            np.testing.assert_allclose([along.lambda_min[i], along.lambda_max[i]],
+                                       [ev_t[0], ev_t[-1]], rtol=1e-5, atol=1e-6)
+        assert c.params.activation is mlp.activation and c.kind_name == "not critical"

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "jaxland"
 FAMILIES = ("model", "data", "paths", "engine", "landscape", "construct", "search", "second_order",
-            "theory", "experiments")
+            "theory", "experiments", "alignment")
 
 
 def _modules() -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""Tests for Lemma 10 and its sharper bounds (jaxland/_lemma10.py)."""
+"""Tests for Lemma 10 and its sharper bounds (jaxland/construct/_lemma10.py)."""
 
 import chex
 import jax

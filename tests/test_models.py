@@ -223,3 +223,166 @@ def test_embed_two_layer_computes_f2():
     np.testing.assert_allclose(jl.regularizer(star), jnp.abs(two.W2).sum(), rtol=1e-5)
     with pytest.raises(ValueError, match="slots must have shape"):
         jl.embed_two_layer(two, like, jnp.arange(3))
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 12: nothing silently wrong
+# --------------------------------------------------------------------------------------------------
+
+def _small():
+    """A tiny SkipNet and data from NumPy (no eager JAX op: nothing compiles before the checks)."""
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+    net = jl.SkipNet(W1=arr(4, 3), W2=arr(1, 4), V1=arr(4, 2), V2=arr(2, 4),
+                     theta=(arr(2, 2), arr(2, 2)))
+    return net, arr(6, 3), arr(6, 1)
+
+
+def _with(a, idx, v):
+    b = np.array(a)
+    b[idx] = v
+    return jnp.asarray(b)
+
+
+def test_objective_fn_checks_data_when_built_and_against_the_network():
+    net, x, y = _small()
+    # a rank-1 y would broadcast (N,) against the (N, 1) output into an (N, N) error matrix
+    with pytest.raises(ValueError, match=r"y must have shape \(6, d_y\).*\(6,\).*y\[:, None\]"):
+        jl.objective_fn(x, y[:, 0], kappa=1e-3)
+    with pytest.raises(ValueError, match=r"y\[:, None\]"):
+        jl.Objective(x, y[:, 0], 1e-3)
+    with pytest.raises(ValueError, match="y must have shape"):
+        jl.objective_fn(x, y[:4], kappa=1e-3)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, n\)"):
+        jl.objective_fn(x[0], y, kappa=1e-3)
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        jl.objective_fn(_with(x, (2, 1), np.nan), y, kappa=1e-3)
+    with pytest.raises(ValueError, match="y contains NaN or inf"):
+        jl.objective_fn(x, _with(y, (0, 0), -np.inf), kappa=1e-3)
+    with pytest.raises(ValueError, match=r"labels in \{-1, \+1\}"):
+        jl.objective_fn(x, y, kappa=1e-3, loss="logistic")
+    with pytest.raises(ValueError, match="integer labels >= 0"):
+        jl.objective_fn(x, jnp.array([0, 1, 2, -1, 0, 1]), kappa=0.0, loss="softmax_cross_entropy")
+    with pytest.raises(TypeError, match="x must be an array"):
+        jl.objective_fn("data", y, kappa=1e-3)
+    # the first call checks the data against the network's sizes (static: also under jit)
+    F = jl.objective_fn(jnp.ones((6, 4)), y, kappa=1e-3)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 3\) for this network"):
+        F(net)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 3\) for this network"):
+        jax.jit(lambda nt: F(nt))(net)
+    with pytest.raises(ValueError, match=r"y must have shape \(6, 1\)"):
+        jl.objective_fn(x, jnp.ones((6, 2)), kappa=1e-3)(net)
+    two = jl.TwoLayer(W1=jnp.ones((4, 3)), W2=jnp.ones((3, 4)))
+    F = jl.objective_fn(x, jnp.array([0, 1, 2, 3, 0, 1]), kappa=0.0, loss="softmax_cross_entropy")
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\).*up to 3"):
+        F(two)
+    # good data: the same number as objective (one float32 computation, a few ulps); jitted, so
+    # that each side compiles once instead of op by op
+    F = jl.objective_fn(x, y, kappa=1e-3)
+    np.testing.assert_allclose(jax.jit(lambda nt: F(nt))(net),
+                               jax.jit(lambda nt: jl.objective(nt, x, y, kappa=1e-3))(net),
+                               rtol=1e-6)
+
+
+def test_empty_data_is_refused():
+    net, x, y = _small()
+    for call in (lambda: jl.objective(net, x[:0], y[:0], kappa=1e-3),
+                 lambda: jl.objective_fn(x[:0], y[:0], kappa=1e-3),
+                 lambda: jl.check_data(net, x[:0], y[:0]),
+                 lambda: jl.fit(net, x[:0], y[:0], kappa=1e-3, steps=1)):
+        with pytest.raises(ValueError, match=r"x must hold at least one sample.*\(0, 3\)"):
+            call()
+
+
+@pytest.mark.parametrize("bad", ["1e-3", None, True, [1e-3], 1e-3j, float("nan"), float("inf"),
+                                 -1.0])
+def test_kappa_of_the_wrong_type_or_value_is_named(bad):
+    net, x, y = _small()
+    for call in (lambda: jl.objective(net, x, y, kappa=bad),
+                 lambda: jl.objective_fn(x, y, kappa=bad),
+                 lambda: jl.fit(net, x, y, kappa=bad, steps=1)):
+        with pytest.raises((TypeError, ValueError), match="kappa must be"):
+            call()
+
+
+def test_kappa_is_checked_under_jit():
+    net, x, y = _small()
+    f = jax.jit(lambda k: jl.objective(net, x, y, kappa=k))
+    g = jax.jit(lambda k: jl.objective_fn(x, y, kappa=k)(net))
+    ref = f(1e-3)
+    for h in (f, g):
+        for bad in (-1.0, jnp.nan, jnp.inf):
+            # eqx.error_if raises when the compiled function runs; under jax.jit (not
+            # eqx.filter_jit) it surfaces as a JaxRuntimeError that carries the message
+            with pytest.raises(Exception, match="kappa must be a finite number >= 0"):
+                jax.block_until_ready(h(bad))
+    # a valid traced κ gives the value of a concrete one (same float32 ops, a few ulps)
+    np.testing.assert_allclose(g(1e-3), ref, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda: jl.objective(net, x, y, kappa=1e-3))(), ref,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="kappa must be a scalar"):
+        f(jnp.ones(2))
+    # the check does not get in the way of transformations: dF/dκ = R(ξ), vmap over κ
+    dFdk, R = jax.jit(lambda: (jax.grad(lambda k: jl.objective(net, x, y, kappa=k))(0.1),
+                               jl.regularizer(net)))()
+    np.testing.assert_allclose(dFdk, R, rtol=1e-6)
+    vals = jax.jit(jax.vmap(lambda k: jl.objective(net, x, y, kappa=k)))(jnp.array([0.0, 0.5]))
+    np.testing.assert_allclose(vals, [f(0.0), f(0.5)], rtol=1e-6)
+
+
+_KEY = jax.random.PRNGKey(0)
+_INITS = {
+    "SkipNet": (jl.SkipNet.init, dict(n=3, m=4, d_g=2, d_o=2, hidden=(2,))),
+    "NoSkipNet": (jl.NoSkipNet.init, dict(n=3, m=4, d_g=2, d_o=2, hidden=(2,))),
+    "TwoLayer": (jl.TwoLayer.init, dict(n=3, m=4)),
+    "ResidualLinear": (jl.ResidualLinear.init, dict(d_x=3, d_z=2, hidden=(2,))),
+    "Linear": (jl.Linear.init, dict(d_x=3)),
+}
+_BAD_SIZES = [("m", 0), ("m", 2.5), ("m", True), ("n", -1), ("n", 0), ("d_y", 0), ("d_g", 0),
+              ("d_o", 0), ("d_x", 0), ("d_x", "3"), ("d_z", 0), ("hidden", (0,)),
+              ("hidden", (2.0,)), ("hidden", 3), ("residual_scale", float("nan")),
+              ("residual_scale", -1.0), ("residual_scale", "0.1"), ("dtype", jnp.int32)]
+
+
+@pytest.mark.parametrize("model", sorted(_INITS))
+def test_init_refuses_bad_sizes_naming_them(model):
+    init, good = _INITS[model]
+    import inspect
+
+    params = inspect.signature(init).parameters
+    tried = 0
+    for name, bad in _BAD_SIZES:
+        if name not in params:
+            continue
+        tried += 1
+        with pytest.raises((TypeError, ValueError), match=rf"^{name}(\[0\])? must"):
+            init(_KEY, **{**good, name: bad})
+    assert tried >= 4
+    with pytest.raises(ValueError, match="key is required"):
+        init(None, **good)
+    with pytest.raises(TypeError, match="key must be a PRNG key"):
+        init(3, **good)
+    assert init(jax.random.key(1), **good) is not None  # typed keys work too
+
+
+def test_fields_must_be_float_matrices():
+    net = jl.SkipNet.init(_KEY, n=3, m=4, d_g=2, d_o=2, hidden=(2,))
+    fields = dict(W1=net.W1, W2=net.W2, V1=net.V1, V2=net.V2, theta=net.theta)
+    with pytest.raises(TypeError, match="W1 must be a floating-point array"):
+        jl.SkipNet(**{**fields, "W1": net.W1.tolist()})
+    with pytest.raises(TypeError, match="V2 must be a floating-point array"):
+        jl.NoSkipNet(**{**fields, "V2": None})
+    with pytest.raises(TypeError, match="W2 must hold floating-point numbers"):
+        jl.SkipNet(**{**fields, "W2": jnp.ones((1, 4), jnp.int32)})
+    with pytest.raises(TypeError, match=r"theta\[0\] must be a floating-point array"):
+        jl.SkipNet(**{**fields, "theta": ([[1.0, 0.0]], net.theta[1])})
+    with pytest.raises(TypeError, match="W must be a floating-point array"):
+        jl.Linear(W=3.0)
+    with pytest.raises(ValueError, match="W must be a matrix"):
+        jl.ResidualLinear(W=jnp.ones(3), V=jnp.ones((3, 2)), theta=(jnp.ones((2, 3)),))
+    # NumPy arrays are arrays: accepted
+    assert jl.TwoLayer(W1=np.ones((4, 3), np.float32), W2=np.ones((1, 4), np.float32)).width == 4

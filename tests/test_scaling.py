@@ -119,3 +119,53 @@ def test_resume_gives_the_same_table(tmp_path):
                             seeds=(0,), overrides={"noise": 0.01})
     assert other["runs_computed"] == 2 and other["runs_loaded"] == 0
     assert "excess" in jaxland.format_table(full)
+
+
+def test_figures_redrawn_from_a_saved_report(tmp_path):
+    """The README's figures come from docs/scaling_full.json without rerunning the study; one colour
+    per quantity in every panel, one legend, predicted lines in their quantity's colour, log axes
+    with positive limits only."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from jaxland.experiments import _scaling as sc
+
+    src = Path(__file__).parent.parent / "docs" / "scaling_full.json"
+    rep = json.loads(src.read_text())
+    # replot writes PNGs (one cell of the grid, to keep the test cheap)
+    sub = {**rep, "settings": {**rep["settings"], "ns": [2], "etas": [0.5]},
+           "table": [r for r in rep["table"] if r["n"] == 2 and r["eta"] == 0.5],
+           "fits": [f for f in rep["fits"] if f["n"] == 2 and f["eta"] == 0.5],
+           "pairs": [p for p in rep["pairs"] if p["n"] == 2]}
+    (tmp_path / "scaling.json").write_text(json.dumps(sub))
+    files = jaxland.experiments.replot_scaling(tmp_path)
+    assert [Path(f).name for f in files] == ["scaling_excess.png", "scaling_barriers.png"]
+    assert all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in files)
+
+    colours = {mk: c for _, _, _, _, c, mk in sc._QUANTITIES}
+    fig = sc._excess_figure(rep["table"], rep["fits"], rep["settings"])
+    try:
+        assert len(fig.legends) == 1
+        for ax in fig.axes:
+            assert ax.get_legend() is None and ax.get_yscale() == "log" and ax.get_ylim()[0] > 0
+            lines = ax.get_lines()
+            markers = {ln.get_marker(): ln.get_color() for ln in lines
+                       if ln.get_marker() in colours}
+            for mk, c in markers.items():
+                assert c == colours[mk]  # the same colour for a quantity in every panel
+            dashed = [ln.get_color() for ln in lines if ln.get_linestyle() == "--"]
+            # each predicted line is drawn in the colour of a quantity plotted in the same panel
+            assert dashed and set(dashed) <= set(markers.values())
+    finally:
+        plt.close(fig)
+    fig = sc._barrier_figure(rep["pairs"], rep["fits"], rep["settings"])
+    try:
+        assert len(fig.legends) == 1
+        for ax in fig.axes:
+            # barriers are never negative: a log axis from a positive floor, no symlog
+            assert ax.get_yscale() == "log" and ax.get_ylim()[0] > 0 and ax.get_legend() is None
+    finally:
+        plt.close(fig)
+    with pytest.raises(FileNotFoundError, match="no scaling report"):
+        jaxland.experiments.replot_scaling(tmp_path / "nothing")

@@ -61,7 +61,7 @@ def best_l_term(
 
     **Returns:** `BestLTerm(net, value, restart_values)`.
     """
-    check_kappa(kappa)
+    kappa = check_kappa(kappa)
     if not isinstance(l, int) or l < 1:
         raise ValueError(f"l must be a positive integer; got {l!r}")
     if not isinstance(restarts, int) or restarts < 1:

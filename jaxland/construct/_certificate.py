@@ -14,10 +14,11 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array
 
+from .._batching import pad_chunks
 from ..model._losses import LossFn
 from ..model._models import ResidualLinear
 from ..model._objective import objective
-from ._cluster import MergePlan, lemma9_size_bound
+from ._cluster import MergePlan, check_eta, lemma9_size_bound
 from ._steps import _rank_ok
 from ._theorem_path import TheoremPath, _eval_chunks
 
@@ -30,9 +31,10 @@ class Certificate(eqx.Module):
 
     - `f_a`, `f_b`: F at the endpoints; `f_star`: F(ξ*) (the e(l) network's objective, or the best
       linear predictor's for ResidualLinear).
-    - `path_max`: max F along the path (per-segment dense grid plus refinement around each segment's
-      maximum); `t_max`: where; `argmax_segment`: the segment index, `attained_by` its name.
-    - `excess`: path_max − max(f_a, f_b, f_star), signed (it can be ≤ 0: merging lowers R).
+    - `f_max`: max F along the path (per-segment dense grid plus refinement around each segment's
+      maximum; the highest point's field has this name in every jaxland result); `t_max`: where;
+      `argmax_segment`: the segment index, `attained_by` its name.
+    - `excess`: f_max − max(f_a, f_b, f_star), signed (it can be ≤ 0: merging lowers R).
     - `segment_max`: (S,) max F on each segment; `segment_names`: (static) their names.
     - `eps`: the Lemma 9 angle m^{(η−1)/n}; `eta`; `l`: units freed per half; `max_merge_angle`,
       `merge_angle_a`, `merge_angle_b`: largest merge angle (both halves, each half).
@@ -51,7 +53,7 @@ class Certificate(eqx.Module):
     f_a: Array
     f_b: Array
     f_star: Array
-    path_max: Array
+    f_max: Array
     t_max: Array
     argmax_segment: Array
     excess: Array
@@ -97,14 +99,15 @@ class Certificate(eqx.Module):
         out["attained_by"] = self.attained_by
         return out
 
-def _chunked(S: int, P: int, bs: int):
-    """Chunks of bs local times per segment: (segment index per chunk, position of each point)."""
-    nc = -(-P // bs)
+
+def _segment_chunks(S: int, P: int, bs: int):
+    """Chunks of bs of the P local grid points on each of the S segments (`pad_chunks`: the last
+    chunk of a segment repeats its last point): (segment index per chunk, grid position of each
+    point, mask of the real points)."""
+    pos, real = pad_chunks(np.arange(P), bs)
+    nc = pos.shape[0]
     ks = np.repeat(np.arange(S, dtype=np.int32), nc)
-    flat = np.arange(nc * bs)
-    pos = np.minimum(flat, P - 1).reshape(nc, bs)  # pad by repeating the last point
-    real = np.tile((flat < P).reshape(nc, bs), (S, 1))
-    return ks, np.tile(pos, (S, 1)), real
+    return ks, np.tile(pos, (S, 1)), np.tile(real, (S, 1))
 
 @functools.partial(jax.jit, static_argnames=("loss", "n_points", "refine_points", "refine_levels",
                                              "batch_size"))
@@ -113,7 +116,7 @@ def _certify_core(path, x, y, kappa, loss, n_points, refine_points, refine_level
     S = path.num_segments
     dt = path.dtype
     # Level 0: a uniform grid of n_points local times per segment, ends included.
-    ks, pos, real = _chunked(S, n_points, min(batch_size, n_points))
+    ks, pos, real = _segment_chunks(S, n_points, min(batch_size, n_points))
     grid = jnp.linspace(0.0, 1.0, n_points).astype(dt)
     vals, ratios, resid = _eval_chunks(path, F, jnp.asarray(ks), grid[pos])
     vals = vals.reshape(S, -1)[:, :n_points]
@@ -124,7 +127,7 @@ def _certify_core(path, x, y, kappa, loss, n_points, refine_points, refine_level
     h = jnp.full((S,), 1.0 / (n_points - 1), dt)
     # Refinement: each level evaluates refine_points local times in [s* − h, s* + h] per segment
     # (the two grid cells around the running maximum) and shrinks h. One traced body for all levels.
-    rks, rpos, _ = _chunked(S, refine_points, min(batch_size, refine_points))
+    rks, rpos, _ = _segment_chunks(S, refine_points, min(batch_size, refine_points))
     rks = jnp.asarray(rks)
     u = jnp.linspace(0.0, 1.0, refine_points).astype(dt)
 
@@ -173,7 +176,18 @@ def certify(
     `refine_levels` times on `refine_points` points around its running maximum (each level zooms into
     the two grid cells around the maximum). F evaluations are batched `batch_size` points at a time
     (default: chosen from the size of one hidden-layer activation, ≈ 64 MiB per batch).
+
+    **Arguments:**
+    - `path`: the `TheoremPath`; `net_a`, `net_b`: its endpoints; `x`, `y`, `kappa`, `loss`: as for
+      `jaxland.objective`.
+    - `f_star`: F(ξ*); `eta`: η ∈ (0, 1) of Lemma 9, or NaN (no η: the `ResidualLinear` path);
+      `eps`: ε of Lemma 9 (NaN: none); `plans`: the two merge plans of `construct_path`.
+    - `n_points`, `refine_points`, `refine_levels`, `batch_size`: the dense evaluation, as above.
+
+    **Returns:** `Certificate`.
     """
+    if not (isinstance(eta, float) and np.isnan(eta)):  # NaN: no η (the ResidualLinear path)
+        eta = check_eta(eta)
     if n_points < 2 or refine_points < 2 or refine_levels < 0:
         raise ValueError("need n_points >= 2, refine_points >= 2 and refine_levels >= 0; got "
                          f"{n_points}, {refine_points}, {refine_levels}")
@@ -185,7 +199,7 @@ def certify(
         path, x, y, kappa, loss, n_points, refine_points, refine_levels, batch_size)
     f_a = objective(net_a, x, y, kappa=kappa, loss=loss)
     f_b = objective(net_b, x, y, kappa=kappa, loss=loss)
-    path_max = jnp.maximum(jnp.max(seg_max), jnp.maximum(f_a, f_b))
+    f_max = jnp.maximum(jnp.max(seg_max), jnp.maximum(f_a, f_b))
     dt = f_a.dtype
     pa, pb = plans
     nan = jnp.asarray(jnp.nan, dt)
@@ -209,10 +223,10 @@ def certify(
         f_a=f_a,
         f_b=f_b,
         f_star=jnp.asarray(f_star, dt),
-        path_max=path_max,
+        f_max=f_max,
         t_max=t_max.astype(dt),
         argmax_segment=k,
-        excess=path_max - jnp.maximum(jnp.maximum(f_a, f_b), f_star),
+        excess=f_max - jnp.maximum(jnp.maximum(f_a, f_b), f_star),
         segment_max=seg_max,
         eps=jnp.asarray(eps, dt),
         eta=jnp.asarray(eta, dt),

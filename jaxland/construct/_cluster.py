@@ -21,31 +21,60 @@ import functools
 import math
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
+from .._batching import rows_per_chunk
 from .._checks import is_concrete
 
-_CHUNK_ENTRIES = 1 << 22  # ≈ 4M cosines per chunk: 32 MiB in float64
+
+def check_eta(eta, name: str = "eta"):
+    """η ∈ (0, 1) of Lemma 9 and Theorem 11 (the paper's 0 < η < 1), a real scalar.
+
+    A concrete η is checked on the host (``ValueError`` naming the argument and the value) and
+    returned as a Python float; a traced η (inside `jax.jit`) is returned as an array behind an
+    `equinox.error_if`, so the check still fires when the compiled function runs.
+    """
+    if isinstance(eta, (bool, np.bool_)) or isinstance(eta, str) or eta is None:
+        raise ValueError(f"{name} must be a number in (0, 1); got {eta!r}")
+    if is_concrete(eta):
+        try:
+            e = np.asarray(eta, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number in (0, 1); got {eta!r}") from None
+        if e.shape != ():
+            raise ValueError(f"{name} must be a scalar in (0, 1); got shape {e.shape}")
+        if not (np.isfinite(e) and 0 < e < 1):
+            raise ValueError(f"{name} must be a number in (0, 1); got {float(e)}")
+        return float(e)
+    if jnp.shape(eta) != ():
+        raise ValueError(f"{name} must be a scalar in (0, 1); got shape {jnp.shape(eta)}")
+    bad = ~((eta > 0) & (eta < 1))  # NaN fails both comparisons
+    return eqx.error_if(eta, bad, f"{name} must be a number in (0, 1) (checked under jit)")
 
 
-def lemma9_eps(m: int, n: int, eta: float) -> float:
+def lemma9_eps(m: int, n: int, eta):
     """The paper's angle ε_{m,η} = m^{(η−1)/n} of Lemma 9 and Theorem 11.
 
-    **Arguments:** `m` the number of rows (hidden units), `n` their dimension, `eta` η ∈ (0, 1].
+    **Arguments:** `m` the number of rows (hidden units), `n` their dimension (Python ints), `eta`
+    η ∈ (0, 1) (0 < η < 1 in Theorem 1 and Theorem 11; may be traced, then checked with
+    `equinox.error_if`).
 
-    **Returns:** ε as a Python float (the clusters of Lemma 9 have pairwise angles ≤ 2ε).
+    **Returns:** ε as a Python float, or a scalar array when η is traced (the clusters of Lemma 9
+    have pairwise angles ≤ 2ε).
     """
-    if not isinstance(m, (int, np.integer)) or m < 1:
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise ValueError(f"m must be a positive integer; got {m!r}")
-    if not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}")
-    if not (0 < eta <= 1):
-        raise ValueError(f"eta must lie in (0, 1]; got {eta!r}")
-    return float(m) ** ((eta - 1.0) / n)
+    eta = check_eta(eta)
+    if isinstance(eta, float):
+        return float(m) ** ((eta - 1.0) / n)
+    return jnp.asarray(float(m), jnp.result_type(eta)) ** ((eta - 1.0) / n)
 
 
 def lemma9_size_bound(m: int, n: int, eps: float) -> int:
@@ -58,7 +87,8 @@ def lemma9_size_bound(m: int, n: int, eps: float) -> int:
     δ = 2 sin(ε/4) two rows in one cell are at angle ≤ ε, so some cell holds ≥ m/(1 + 1/sin(ε/4))ⁿ rows,
     and any row of that cell has all of them in its ε-neighbourhood. `angle_cluster` returns a set at
     least as large as the largest ε-neighbourhood. With the paper's ε = m^{(η−1)/n} the bound behaves
-    like m^η / 4ⁿ: "≥ m^η" holds only up to that constant (RELATED.md).
+    like m^η / 4ⁿ: "≥ m^η" holds only up to that constant (the paper, following Freeman & Bruna 2017,
+    drops it).
 
     **Returns:** the bound as a Python int (0 when m = 0; m when ε ≥ π, every row then being within ε).
     """
@@ -74,7 +104,7 @@ def lemma9_size_bound(m: int, n: int, eps: float) -> int:
     return int(math.ceil(m / cells - 1e-12))
 
 
-def row_angles(u: Float[Array, "... n"], v: Float[Array, "... n"]) -> Float[Array, "..."]:
+def row_angles(u: Float[Array, "... n"], v: Float[Array, "... n"]) -> Float[Array, ...]:
     """∠(u, v) = 2·atan2(‖û − v̂‖, ‖û + v̂‖) row by row, in [0, π] (0 where u or v is zero)."""
     nu = jnp.linalg.norm(u, axis=-1, keepdims=True)
     nv = jnp.linalg.norm(v, axis=-1, keepdims=True)
@@ -90,14 +120,6 @@ def _unit_rows(rows):
     valid = norms > 0
     u = rows / jnp.where(valid, norms, 1)[:, None]
     return u, valid
-
-
-def _chunk(m: int, chunk_size: int | None) -> int:
-    if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ENTRIES // max(m, 1))
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
-    return int(min(chunk_size, m))
 
 
 def _neighbour_stats(u, valid, cos_eps, chunk: int):
@@ -129,23 +151,57 @@ def _neighbour_stats(u, valid, cos_eps, chunk: int):
     return count.reshape(-1)[:m], nn.reshape(-1)[:m], best.reshape(-1)[:m]
 
 
-def _check_rows(rows):
+def check_rows(rows, name: str = "rows"):
+    """An (m, n) floating-point matrix with m, n ≥ 1 and finite entries.
+
+    The shape and dtype are checked always; the values on the host when `rows` is concrete (naming
+    the first row with a NaN or inf), and with `equinox.error_if` when it is traced, so a NaN row is
+    refused under jit too instead of silently dropping out of every cosine comparison.
+
+    **Returns:** `rows` (behind the `error_if` when traced).
+    """
     s = getattr(rows, "shape", None)
     if s is None or len(s) != 2:
-        raise ValueError(f"rows must be a matrix of shape (m, n); got shape {s}")
+        raise ValueError(f"{name} must be a matrix of shape (m, n); got shape {s}")
     if s[0] < 1 or s[1] < 1:
-        raise ValueError(f"rows must have at least one row and one column; got shape {tuple(s)}")
+        raise ValueError(f"{name} must have at least one row and one column; got shape {tuple(s)}")
     if not jnp.issubdtype(rows.dtype, jnp.floating):
-        raise TypeError(f"rows must be a floating-point array; got dtype {rows.dtype}")
+        raise TypeError(f"{name} must be a floating-point array; got dtype {rows.dtype}")
+    finite = jnp.all(jnp.isfinite(rows), axis=1)
+    if is_concrete(rows):
+        if not bool(jnp.all(finite)):
+            bad = np.nonzero(~np.asarray(finite))[0]
+            raise ValueError(
+                f"{name} must be finite; row {int(bad[0])} holds NaN or inf ({bad.size} such "
+                f"row{'s' if bad.size > 1 else ''} of {s[0]})"
+            )
+        return rows
+    return eqx.error_if(rows, ~jnp.all(finite), f"{name} must be finite: a row holds NaN or inf "
+                        "(checked under jit)")
 
 
-def _check_eps(eps):
+def check_eps(eps, dtype, name: str = "eps"):
+    """The angle ε ∈ (0, π] as a scalar array of `dtype`: checked on the host when concrete
+    (``ValueError`` naming the argument and the value), behind an `equinox.error_if` when traced."""
+    if isinstance(eps, (bool, np.bool_, str)):
+        raise ValueError(f"{name} must be an angle in (0, π]; got {eps!r}")
     if is_concrete(eps):
-        e = np.asarray(eps)
+        try:
+            e = np.asarray(eps, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an angle in (0, π]; got {eps!r}") from None
         if e.shape != ():
-            raise ValueError(f"eps must be a scalar; got shape {e.shape}")
+            raise ValueError(f"{name} must be a scalar; got shape {e.shape}")
         if not (np.isfinite(e) and 0 < e <= math.pi):
-            raise ValueError(f"eps must be an angle in (0, π]; got {float(e)}")
+            raise ValueError(f"{name} must be an angle in (0, π]; got {float(e)}")
+        return jnp.asarray(eps, dtype)
+    if jnp.shape(eps) != ():
+        raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(eps)}")
+    e = jnp.asarray(eps, dtype)
+    # compared in the argument's own dtype: π rounded to float32 lies above π, so the float32
+    # angle π (the default for "every direction") passes
+    bad = ~((eps > 0) & (eps <= jnp.asarray(math.pi, jnp.result_type(eps))))
+    return eqx.error_if(e, bad, f"{name} must be an angle in (0, π] (checked under jit)")
 
 
 class AngleCluster(NamedTuple):
@@ -175,17 +231,19 @@ def angle_cluster(
     with m' the number of nonzero rows. Zero rows are in no cluster (see the module docstring).
 
     **Arguments:**
-    - `rows`: (m, n), the rows w_{1,i} (e.g. `net.W1`); any norms.
-    - `eps`: the angle ε ∈ (0, π] (scalar; may be traced). `lemma9_eps(m, n, η)` gives the paper's.
+    - `rows`: (m, n), the rows w_{1,i} (e.g. `net.W1`); any norms, finite (a NaN or inf row is
+      refused, also under jit).
+    - `eps`: the angle ε ∈ (0, π] (scalar; may be traced, then checked with `equinox.error_if`).
+      `lemma9_eps(m, n, η)` gives the paper's.
     - `chunk_size`: rows per cosine block (default: about 4M cosines per block).
 
     **Returns:** `AngleCluster(mask, center, size, counts)`. Jittable (`eps` may be traced,
     `chunk_size` is static).
     """
-    _check_rows(rows)
-    _check_eps(eps)
-    chunk = _chunk(rows.shape[0], chunk_size)
-    return _angle_cluster(rows, jnp.asarray(eps, rows.dtype), chunk)
+    rows = check_rows(rows)
+    eps = check_eps(eps, rows.dtype)
+    chunk = rows_per_chunk(rows.shape[0], chunk_size)
+    return _angle_cluster(rows, eps, chunk)
 
 
 def _cos_threshold(eps):
@@ -260,15 +318,16 @@ def merge_plan(
       guarantee holds and the greedy plan's usually much smaller angles are used when they are).
 
     **Arguments:**
-    - `rows`: (m, n), the rows of W1.
+    - `rows`: (m, n), the rows of W1 (finite; checked under jit too).
     - `l`: the number of units to free, 1 ≤ l ≤ m/2 (static).
-    - `eps`: the angle ε of the cluster plan (needed for "cluster" and "best").
+    - `eps`: the angle ε ∈ (0, π] of the cluster plan (needed for "cluster" and "best"; may be
+      traced, then checked with `equinox.error_if`).
     - `method`: "best", "greedy" or "cluster" (static).
     - `chunk_size`: rows per cosine block.
 
     **Returns:** `MergePlan`. Jittable (`l`, `method`, `chunk_size` static).
     """
-    _check_rows(rows)
+    rows = check_rows(rows)
     m = rows.shape[0]
     if not isinstance(l, (int, np.integer)) or not 1 <= l <= m // 2:
         raise ValueError(f"l must be an integer with 1 <= l <= m/2 = {m // 2} (m = {m} rows); got {l!r}")
@@ -277,9 +336,8 @@ def merge_plan(
     if eps is None and method != "greedy":
         raise ValueError(f"eps is needed for method={method!r} (the Lemma 9 cluster angle)")
     if eps is not None:
-        _check_eps(eps)
-        eps = jnp.asarray(eps, rows.dtype)
-    return _merge_plan(rows, int(l), eps, method, _chunk(m, chunk_size))
+        eps = check_eps(eps, rows.dtype)
+    return _merge_plan(rows, int(l), eps, method, rows_per_chunk(m, chunk_size))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))

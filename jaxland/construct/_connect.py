@@ -11,20 +11,17 @@ import math
 import warnings
 from typing import NamedTuple
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_kappa, is_concrete
 from .._params import check_same_structure
-from ..model._losses import LossFn, get_loss
-from ..model._models import Linear, TwoLayer
+from ..model._losses import LossFn
+from ..model._models import TwoLayer
 from ..model._objective import check_data, objective
 from ._certificate import Certificate, certify
-from ._cluster import lemma9_eps
+from ._cluster import check_eta, lemma9_eps
+from ._linear_predictor import best_linear_predictor
 from ._theorem_path import TheoremPath, _kind, _normalise_star, construct_path
 
 
@@ -33,68 +30,6 @@ class ConnectResult(NamedTuple):
 
     path: TheoremPath
     certificate: Certificate
-
-
-# ----------------------------------------------------------------------------------------------
-# best linear predictor (ξ* of Theorem 6)
-
-
-def _best_linear(
-    x: Float[Array, "N d_x"],
-    y: Array,
-    *,
-    kappa=0.0,
-    loss: str | LossFn = "mse",
-    d_y: int | None = None,
-    steps: int = 500,
-) -> Linear:
-    """W* = argmin_W E L(Wx, y) + κ‖W‖₁, the linear predictor of Theorem 6 (eq. 12).
-
-    For "mse" with κ = 0 this is the least-squares solution (`jnp.linalg.lstsq`). Otherwise
-    accelerated proximal gradient (FISTA; soft-thresholding for κ‖W‖₁) with backtracking on the
-    step size, `steps` iterations, from W = 0 (any convex loss with a gradient).
-
-    **Returns:** a `Linear` network (W of shape (d_y, d_x)).
-    """
-    check_kappa(kappa)
-    lossfn = get_loss(loss)
-    if d_y is None:
-        if y.ndim != 2:
-            raise ValueError(f"d_y must be given when y has shape {tuple(y.shape)} (labels)")
-        d_y = y.shape[1]
-    if getattr(x, "ndim", None) != 2:
-        raise ValueError(f"x must have shape (N, d_x); got {getattr(x, 'shape', None)}")
-    check_data(Linear(W=jnp.zeros((d_y, x.shape[1]), x.dtype)), x, y, loss)
-    if lossfn is get_loss("mse") and is_concrete(kappa) and float(kappa) == 0.0:
-        W = jnp.linalg.lstsq(x, y)[0].T
-        return Linear(W=W.astype(x.dtype))
-    return Linear(W=_fista(x, y, jnp.asarray(kappa, x.dtype), lossfn, d_y, steps))
-
-
-@eqx.filter_jit
-def _fista(x, y, kappa, lossfn, d_y, steps):
-    f = lambda W: jnp.mean(lossfn(x @ W.T, y))
-    prox = lambda V, st: jnp.sign(V) * jnp.maximum(jnp.abs(V) - st * kappa, 0)
-    W0 = jnp.zeros((d_y, x.shape[1]), x.dtype)
-    L0 = jnp.linalg.eigvalsh(x.T @ x / x.shape[0])[-1] * 0.1 + jnp.finfo(x.dtype).tiny
-
-    def step(carry, _):
-        W, Wp, tk, L = carry
-        tn = (1 + jnp.sqrt(1 + 4 * tk * tk)) / 2
-        Yp = W + ((tk - 1) / tn) * (W - Wp)
-        fy, g = jax.value_and_grad(f)(Yp)
-
-        def bad(L):
-            P = prox(Yp - g / L, 1 / L)
-            d = P - Yp
-            return f(P) > fy + jnp.sum(g * d) + L / 2 * jnp.sum(d * d) + 1e-12 * jnp.abs(fy)
-
-        L = lax.while_loop(lambda L: bad(L) & (L < 1e30), lambda L: 2 * L, L)
-        P = prox(Yp - g / L, 1 / L)
-        return (P, W, tn, L), None
-
-    (W, _, _, _), _ = lax.scan(step, (W0, W0, jnp.ones((), x.dtype), L0), None, length=steps)
-    return W
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,23 +58,26 @@ def connect(
     """The path of the proof of Theorem 11 between two networks, evaluated, with its certificate.
 
     ξ_A → ξ*_A (steps 1–3 on net_a) → ξ*_B (the join at constant F) → ξ_B (steps 3–1 on net_b, run
-    backwards); see the module docstring for every segment. Theorem 11 predicts
+    backwards); the docstring of `jaxland/construct/_theorem_path.py` describes every segment. Theorem 11 predicts
     F ≤ max(F_A, F_B, F*) + O(m^{(η−1)/n}) along it; the certificate reports the measured maximum and
     the signed excess over max(F_A, F_B, F*).
 
     - `SkipNet` (Theorem 11) and `TwoLayer` (Freeman & Bruna, Thm 5): ξ* is a two-layer network with
       l units (`best_l_term`, computed here with `key` unless `xi_star` is given).
-    - `ResidualLinear` (Lemma 7 / Theorem 6): ξ* = (W*, 0, 0) with W* the best linear predictor
-      (least squares for "mse" with κ = 0, else proximal gradient; or `xi_star`, a `Linear`); `eta`,
-      `l`, `method` are unused. With κ = 0, F ≤ max(F_A, F_B, F*) in exact arithmetic; with κ > 0
-      the segment L1 ends at (W*, 0, θ_A), whose F exceeds F* by κΣ‖θ_j‖_F. A warning is issued
-      when d_y > min(d_x, d_z) (Remark 4.1).
+    - `ResidualLinear` (Lemma 7 / Theorem 6): ξ* = (W*, 0, 0) with W* =
+      `best_linear_predictor(x, y, kappa=κ, loss=loss).net`, the minimiser of
+      E L(Wx, y) + κ‖W‖₁ = F(W*, 0, 0) (Theorem 6's F_w* when κ = 0; see `best_linear_predictor`
+      for why this is the one ξ*), or `xi_star`, a `Linear`; `eta`, `l`, `method` are unused. With
+      κ = 0, F ≤ max(F_A, F_B, F*) in exact arithmetic; with κ > 0 the segment L1 ends at
+      (W*, 0, θ_A), whose F exceeds F* by κΣ‖θ_j‖_F. A warning is issued when d_y > min(d_x, d_z)
+      (Remark 4.1).
 
     **Arguments:**
     - `net_a`, `net_b`: two networks of the same type and shapes (γ(0) = net_a, γ(1) = net_b exactly).
     - `x`, `y`: the data (as for `objective`).
     - `kappa`: κ ≥ 0, `loss`: as for `objective`.
-    - `eta`: η ∈ (0, 1); ε = m^{(η−1)/n} (Lemma 9), and l = ⌊m^η⌋ (clipped to [1, m/2]) by default.
+    - `eta`: η ∈ (0, 1) (a concrete number: it fixes l); ε = m^{(η−1)/n} (Lemma 9), and
+      l = ⌊m^η⌋ (clipped to [1, m/2]) by default.
     - `l`: units to free; must match `xi_star`'s width when both are given.
     - `xi_star`: the ξ* network (see above), or None to compute it.
     - `key`: PRNG key for `best_l_term` (required when it is called).
@@ -155,10 +93,12 @@ def connect(
         raise TypeError(f"net_a and net_b must have the same type; got {type(net_a).__name__} and "
                         f"{type(net_b).__name__}")
     check_same_structure(net_a, net_b, ("net_a", "net_b"))
-    check_kappa(kappa)
+    kappa = check_kappa(kappa)
     check_data(net_a, x, y, loss)
-    if not (isinstance(eta, (int, float)) and 0 < eta < 1):
-        raise ValueError(f"eta must be a number in (0, 1); got {eta!r}")
+    if not is_concrete(eta):
+        raise TypeError("eta must be a concrete number in (0, 1): connect is a driver (it fixes the "
+                        "number l = ⌊m^η⌋ of freed units and evaluates the path), call it outside jit")
+    eta = check_eta(eta)
     if kind == "ResidualLinear":
         d_y, d_x = net_a.W.shape
         d_z = net_a.V.shape[1]
@@ -168,8 +108,8 @@ def connect(
                 "(Remark 4.1); the path is still built, and the certificate reports dims_ok = False "
                 "and the rank failures / invariant residual of W(t)V(t)", UserWarning, stacklevel=2)
         if xi_star is None:
-            d_y = net_a.W.shape[0]
-            xi_star = _best_linear(x, y, kappa=kappa, loss=loss, d_y=d_y)
+            xi_star = best_linear_predictor(x, y, kappa=kappa, loss=loss,
+                                            d_y=net_a.W.shape[0]).net
         path, _, _ = construct_path(net_a, net_b, xi_star)
         f_star = objective(xi_star, x, y, kappa=kappa, loss=loss)
         cert = certify(path, net_a, net_b, x, y, kappa=kappa, loss=loss, f_star=f_star,

@@ -5,7 +5,8 @@ norm), Freeman & Bruna (Prop. 2.3) and the paper's Lemma 10 state
 
     E|σ(w1·x) − σ(w2·x)|² ≤ 4‖Σ_x‖α².
 
-Because σ is 1-Lipschitz there is a sharper chain of bounds (RELATED.md):
+Because σ is 1-Lipschitz there is a sharper chain of bounds (the paper's constant 4 comes from Freeman
+& Bruna 2017, Prop. 2.3):
 
     E|σ(w1·x) − σ(w2·x)|² ≤ (w1 − w2)ᵀ Σ_x (w1 − w2) ≤ ‖Σ_x‖·‖w1 − w2‖² = 2(1 − cos α)‖Σ_x‖ ≤ ‖Σ_x‖α².
 

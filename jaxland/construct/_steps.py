@@ -1,7 +1,7 @@
 """The steps of the Theorem 11 path as jittable segment modules, and the pseudoinverse kernel.
 
-Each segment is an `eqx.Module` with `__call__(s)` → a network state for s ∈ [0, 1] (see
-`jaxland.construct` for the mathematics of each step): 1a normalise rows, 1b balance the branch,
+Each segment is an `eqx.Module` with `__call__(s)` → a network state for s ∈ [0, 1] (the docstring of
+`jaxland/construct/_theorem_path.py` gives the mathematics of each step): 1a normalise rows, 1b balance the branch,
 2a project V1, 2b merge (Lemma 9/10), 3a rotate freed rows, 3b last layer; the join's W2 segment; and the
 Lemma 7 segments L0–L2 of the `ResidualLinear` path. `pinv_apply` is the batched pseudoinverse of
 steps 2b, 3b and L1 (fixed shapes, vmappable).

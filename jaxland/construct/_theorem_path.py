@@ -14,7 +14,9 @@ eq. 13). Each piece is a segment s ∈ [0, 1]:
   (G/r_j)^s: the product of the scales is 1, so f is unchanged, and Σ_j r_j (G/r_j)^s is convex in s
   with zero slope at s = 1, hence non-increasing (AM–GM at s = 1). If some r_j = 0 the branch
   contributes nothing to f and all factors are scaled by (1 − s) instead.
-- **2a project V1** (F constant; RELATED.md): V1(τ) = (1 − τ)V1 + τ W2⁺W2V1 keeps W2V1.
+- **2a project V1** (F constant): V1(τ) = (1 − τ)V1 + τ W2⁺W2V1 keeps W2V1. Added to the proof: its
+  step 2 sets V1(t) = W2(t)⁺W2(0)V1(0), which at t = 0 is the projection of V1 onto the row space of
+  W2, not V1 itself, so the path would jump without this segment.
 - **2b merge** (Lemma 9/10): for the merge plan (`merge_plan`) the W2 and V2 columns of each freed
   unit i go to its representative j: ᾱ_i = (1 − t)α_i, α̃_j = α_j + t Σ_{i→j} α_i (same for β), and
   V1(t) = W2(t)⁺ W2(0) V1(0), so W2(t)V1(t) = W2(0)V1(0) while rank W2(t) = d_y. R is non-increasing
@@ -56,13 +58,14 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, PyTree
 
-from .._checks import check_kappa
+from .._batching import bucket, pad_chunks, pad_rows, rows_per_chunk
+from .._checks import check_kappa, check_ts
 from .._params import check_same_structure
 from ..model._losses import LossFn
 from ..model._models import Linear, NoSkipNet, ResidualLinear, SkipNet, TwoLayer
 from ..model._objective import check_data, objective
 from ..paths._paths import AbstractPath
-from ._cluster import MergePlan, _chunk, _merge_plan
+from ._cluster import MergePlan, _merge_plan, check_eps
 from ._steps import (
     _Balance,
     _balance_logs,
@@ -87,7 +90,9 @@ class TheoremPath(AbstractPath):
     Segment k of the S = `len(segments)` pieces covers t ∈ [k/S, (k+1)/S]; `__call__` picks it with
     `lax.switch` on ⌊tS⌋ and evaluates it at the local time s = tS − k. γ(0) is net_a and γ(1) is net_b
     exactly; consecutive segments meet (to rounding). The path is an `eqx.Module` (jit/vmap apply);
-    `jax.vmap(path)(ts)` evaluates many points.
+    `jax.vmap(path)(ts)` evaluates many points. An eager call `path(t)` (and `path.diag(t)`) runs one
+    compiled program per path structure and dtype of t, reused by every later call and by every path
+    of the same shapes: the switch is traced once, not on every call.
 
     **Fields:**
     - `segments`: tuple of segment modules, each `seg(s)` → a network state (SkipNet or ResidualLinear).
@@ -132,16 +137,13 @@ class TheoremPath(AbstractPath):
         return self.convert(self.segments[k](jnp.asarray(s, self.dtype)))
 
     def __call__(self, t: Array) -> PyTree:
-        k, s = self._locate(t)
-        # closures, not bound methods: equinox hashes a bound method by its (possibly traced) fields
-        return self.convert(lax.switch(k, [(lambda s, g=g: g(s)) for g in self.segments], s))
+        return _compiled_call(_path_at, self, t)
 
     def diag(self, t: Array) -> tuple[Array, Array]:
         """(σ_min/σ_max of the pseudo-inverted W2(t) or W(t), relative residual of the invariant it
         keeps: W2V1 = W2(0)V1(0) in step 2, W2V1 = (1 − s)W2,sV1,s in step 3b, WV = (1 − t)W_AV_A in
         Lemma 7); (1, 0) on segments without a pseudoinverse."""
-        k, s = self._locate(t)
-        return lax.switch(k, [(lambda s, g=g: g.diag(s)) for g in self.segments], s)
+        return _compiled_call(_diag_at, self, t)
 
     def objective_values(self, x, y, ts, *, kappa, loss: str | LossFn = "mse",
                          batch_size: int = 16) -> Array:
@@ -156,34 +158,64 @@ class TheoremPath(AbstractPath):
 
         **Returns:** (P,) values, in the order of `ts`.
         """
-        ts = np.asarray(ts, np.float64)
-        if ts.ndim != 1 or ts.size == 0 or np.any(~np.isfinite(ts)) or np.any((ts < 0) | (ts > 1)):
-            raise ValueError(f"ts must be a non-empty (P,) array of values in [0, 1]; got {ts.shape}")
-        check_kappa(kappa)
+        ts = check_ts(ts).astype(np.float64)
+        kappa = check_kappa(kappa)
         check_data(self.start, x, y, loss)
         S = self.num_segments
         k = np.clip(np.floor(ts * S), 0, S - 1).astype(np.int32)
         s = np.clip(ts * S - k, 0, 1)
         bs = int(max(1, batch_size))
-        ks, ss, where = [], [], []
+        ks, where = [], []
         for j in np.unique(k):
-            idx = np.nonzero(k == j)[0]
-            nc = -(-idx.size // bs)
-            pad = np.concatenate([idx, np.full(nc * bs - idx.size, idx[-1])])
-            ks.append(np.full(nc, j, np.int32))
-            ss.append(s[pad].reshape(nc, bs))
-            where.append(pad.reshape(nc, bs))
-        ks, ss = np.concatenate(ks), np.concatenate(ss)
-        # pad the chunk count to the next power of two: repeated calls with varying numbers of points
-        # (refine_max rounds) reuse a few compiled kernels instead of compiling one per count
+            idx, _ = pad_chunks(np.nonzero(k == j)[0], bs)  # one segment per chunk
+            ks.append(np.full(idx.shape[0], j, np.int32))
+            where.append(idx)
+        ks, where = np.concatenate(ks), np.concatenate(where)
+        # pad the chunk count to a bucket (2^e or 3·2^e): repeated calls with varying numbers of
+        # points (refine_max rounds) reuse a few compiled kernels instead of compiling one per count
         nc = ks.shape[0]
-        total = 1 << (nc - 1).bit_length()
-        ks = np.concatenate([ks, np.full(total - nc, ks[-1], np.int32)])
-        ss = np.concatenate([ss, np.repeat(ss[-1:], total - nc, axis=0)])
-        vals = np.asarray(_values_core(self, x, y, kappa, loss, ks, ss.astype(self.dtype)))[:nc]
+        ks, where_p = pad_rows(ks, bucket(nc)), pad_rows(where, bucket(nc))
+        vals = np.asarray(_values_core(self, x, y, kappa, loss, ks, s[where_p].astype(self.dtype)))
         out = np.empty(ts.size, vals.dtype)
-        out[np.concatenate(where).ravel()] = vals.ravel()
+        out[where.ravel()] = vals[:nc].ravel()
         return jnp.asarray(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# eager calls: one compiled program per path structure
+
+
+def _path_at(path: TheoremPath, t) -> PyTree:
+    k, s = path._locate(t)
+    # closures, not bound methods: equinox hashes a bound method by its (possibly traced) fields
+    return path.convert(lax.switch(k, [(lambda s, g=g: g(s)) for g in path.segments], s))
+
+
+def _diag_at(path: TheoremPath, t) -> tuple[Array, Array]:
+    k, s = path._locate(t)
+    return lax.switch(k, [(lambda s, g=g: g.diag(s)) for g in path.segments], s)
+
+
+@eqx.filter_jit
+def _jitted(fn, path, t):
+    return fn(path, t)
+
+
+def _compiled_call(fn, path, t):
+    """fn(path, t) through one module-level `eqx.filter_jit`, keyed on (fn, the path's structure and
+    static fields, the shape and dtype of t): an eager call compiles once and is reused by every later
+    call, instead of tracing and compiling `lax.switch` over freshly built closures on every call
+    (about 1 s and ~170 memory maps each). Inside an outer jit/vmap/grad it is traced inline. `t` is
+    made an array of the path's dtype first: a Python float is then a traced value, not a static
+    argument, and a Python float, a NumPy scalar and a jax scalar all reach the same program."""
+    if jnp.ndim(t) != 0:
+        raise ValueError(f"a path is called at a scalar t; got t of shape {jnp.shape(t)} (use "
+                         "jax.vmap(path)(ts) or jaxland.evaluate_path for many t)")
+    if isinstance(t, jax.core.Tracer):
+        t = t.astype(path.dtype)
+    else:  # converted on the host: no eager conversion op (one small compilation per input type)
+        t = jnp.asarray(np.asarray(t, dtype=np.dtype(path.dtype)))
+    return _jitted(fn, path, t)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,7 +401,8 @@ def construct_path(
     - `xi_star`: for SkipNet/TwoLayer a `TwoLayer` with l units (the e(l) network, e.g.
       `best_l_term(...).net`; rows are rescaled to unit norm, f and R unchanged); for ResidualLinear a
       `Linear` (W*, e.g. the best linear predictor).
-    - `eps`: the Lemma 9 angle of the cluster plan (needed unless method="greedy").
+    - `eps`: the Lemma 9 angle ε ∈ (0, π] of the cluster plan (needed unless method="greedy"; may
+      be traced, then checked with `equinox.error_if`).
     - `l`: must equal xi_star's width when given.
     - `method`, `chunk_size`: as for `merge_plan`.
 
@@ -405,8 +438,8 @@ def construct_path(
         raise ValueError(f"eps is needed for method={method!r}")
     dt = net_a.W1.dtype
     star = _normalise_star(xi_star, dt)
-    e = None if eps is None else jnp.asarray(eps, dt)
-    return _build_skip(net_a, net_b, star, e, ls, method, kind, _chunk(m, chunk_size))
+    e = None if eps is None else check_eps(eps, dt)  # ε ∈ (0, π], checked under jit too
+    return _build_skip(net_a, net_b, star, e, ls, method, kind, rows_per_chunk(m, chunk_size))
 
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import jax
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_positive_int
+from .._checks import check_float_dtype, check_key, check_positive_float, check_positive_int
 from ..model._models import TwoLayer
 
 
@@ -23,11 +23,12 @@ class Dataset(NamedTuple):
 
 
 def _dtype(dtype):
-    return dtype or jnp.result_type(float)
+    return check_float_dtype(dtype)
 
 
 def sphere_points(key: PRNGKeyArray, n_samples: int, n: int, dtype=None) -> Float[Array, "N n"]:
     """n_samples points drawn uniformly from the unit sphere S^{n−1} ⊂ R^n."""
+    check_key(key)
     check_positive_int("n_samples", n_samples)
     check_positive_int("n", n)
     u = jax.random.normal(key, (n_samples, n), _dtype(dtype))
@@ -56,8 +57,7 @@ def sphere_teacher(
     """
     check_positive_int("d_y", d_y)
     check_positive_int("teacher_width", teacher_width)
-    if not (noise >= 0 and math.isfinite(noise)):
-        raise ValueError(f"noise must be a finite number >= 0; got {noise!r}")
+    noise = check_positive_float("noise", noise, allow_zero=True)
     kx, kt, kn = jax.random.split(key, 3)
     dt = _dtype(dtype)
     x = sphere_points(kx, n_samples, n, dt)
@@ -103,15 +103,24 @@ def digits(*, onehot: bool = False, classes=None, dtype=None) -> Dataset:
     y is integer labels (N,) for softmax cross-entropy, or one-hot (N, k) with `onehot=True` (for mse).
     `classes` keeps a subset of the digits (relabelled 0..k−1). Needs the `data` extra.
     """
+    dt = _dtype(dtype)
+    if classes is not None:
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+            raise TypeError(f"classes must be a sequence of digits 0..9; got "
+                            f"{type(classes).__name__}")
+        classes = list(classes)
+        if (len(classes) < 2 or len(set(classes)) != len(classes)
+                or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool)
+                           and 0 <= c <= 9 for c in classes)):
+            raise ValueError(f"classes must be at least two distinct digits in 0..9; got "
+                             f"{classes!r}")
     d = _sklearn().load_digits()
     x, y = d.data.astype(np.float64), d.target.astype(np.int64)
     if classes is not None:
-        classes = list(classes)
         keep = np.isin(y, classes)
         x, y = x[keep], np.searchsorted(np.array(sorted(classes)), y[keep])
     k = int(y.max()) + 1
     x = _to_unit_ball(x)
-    dt = _dtype(dtype)
     yy = jnp.asarray(np.eye(k)[y], dt) if onehot else jnp.asarray(y, jnp.int32)
     return Dataset(jnp.asarray(x, dt), yy, "digits")
 
@@ -119,10 +128,10 @@ def digits(*, onehot: bool = False, classes=None, dtype=None) -> Dataset:
 def diabetes(*, dtype=None) -> Dataset:
     """scikit-learn's bundled diabetes regression set (442 × 10), inputs scaled into the unit ball and
     targets standardised, y of shape (442, 1). Needs the `data` extra."""
+    dt = _dtype(dtype)
     d = _sklearn().load_diabetes()
     x = _to_unit_ball(d.data - d.data.mean(0))
     y = (d.target - d.target.mean()) / d.target.std()
-    dt = _dtype(dtype)
     return Dataset(jnp.asarray(x, dt), jnp.asarray(y[:, None], dt), "diabetes")
 
 
@@ -149,4 +158,4 @@ def load(name: str, *, quick: bool = False, dtype=None) -> tuple[Dataset, str]:
         return diabetes(dtype=dtype), "mse"
     if name == "digits":
         return digits(onehot=True, classes=(0, 1), dtype=dtype), "mse"
-    raise ValueError(f"data set must be one of {DATASETS}; got {name!r}")
+    raise ValueError(f"name must be one of {DATASETS} (a data set); got {name!r}")

@@ -13,7 +13,7 @@ polychains, Bézier curves, their concatenations and reversals), the objective i
 - output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, multiplying the small W2 V1 (d_y × d_o) first, so the
   N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product); g's
   linear first and last layers are folded the same way (θ_1 V2 and W2 V1 θ_k, see `_fold_layers`);
-- straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland._sweep`, which updates the
+- straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland.engine._sweep`, which updates the
   product with the hidden layer only where a ReLU switches between consecutive points.
 
 Values equal the plain evaluation to rounding; `structured=False` switches it off. Anything else (a user
@@ -190,9 +190,9 @@ def evaluate_path(
       structured path, from the layer sizes.
     - `structured`: use the structured fast path when it applies (see the module docstring).
     - `sweep`: on straight pieces (segments, polychain pieces) of a structured path, evaluate by
-      sweeping the ReLU breakpoints (`jaxland._sweep`: exact to rounding, cost independent of the
+      sweeping the ReLU breakpoints (`jaxland.engine._sweep`: exact to rounding, cost independent of the
       number of points up to O(N) per point). None (default): on CPU, without a mesh, for pieces
-      with ≥ 24 points when N·m ≥ 2^16 (`jaxland._sweep.use_sweep`); True: on every straight piece
+      with ≥ 24 points when N·m ≥ 2^16 (`jaxland.engine._sweep.use_sweep`); True: on every straight piece
       (no mesh); False: never.
     - `mesh`: a `jax.sharding.Mesh` with an axis "points" (and optionally "data", over which the
       `Objective`'s samples are split and the loss sums `psum`-med). Default: all devices on "points"

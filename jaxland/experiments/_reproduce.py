@@ -21,10 +21,9 @@ import numpy as np
 
 from ..construct._best_l_term import best_l_term
 from ..construct._connect import connect
-from ..data import load as load_data
+from ..data import DATASETS, load as load_data
 from ..engine._evaluate import evaluate_path
 from ..landscape._metrics import barrier, refine_max
-from ..landscape._plot import plot_slice
 from ..landscape._slices import Slice, plane_basis, plane_slice, slice_coordinates
 from ..model._models import SkipNet, TwoLayer, embed_two_layer
 from ..model._objective import objective_fn
@@ -32,6 +31,7 @@ from ..model._train import fit
 from ..paths._paths import linear
 from ..search._curve import fit_curve
 from ..second_order._hessian import hessian_eigs
+from ._preflight import check_out_dir, require
 from ._store import RunStore, to_jsonable
 
 PRESETS = ("tiny", "quick", "full")
@@ -45,6 +45,9 @@ def reproduce_settings(*, preset: str = "full", data: str = "default", seed: int
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}")
+    if data not in DATASETS:
+        raise ValueError(f"data must be one of {DATASETS}; got {data!r}")
+    check_seed(seed)
     m = {"tiny": 16, "quick": 48, "full": 256}[preset]
     eta = 0.5
     pick = lambda tiny, quick, full: {"tiny": tiny, "quick": quick, "full": full}[preset]  # noqa: E731
@@ -83,13 +86,21 @@ class _Progress:
         print(f"[jaxland {time.perf_counter() - self.t0:7.1f}s] {msg}", file=self.stream, flush=True)
 
 
-def _require_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            "jaxland reproduce draws PNG figures; install matplotlib with `pip install 'jaxland[plot]'`"
-        ) from e
+def check_seed(seed) -> int:
+    """A PRNG seed: an integer in [0, 2^31) (larger ones would wrap around in the uint32 key)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
+    return int(seed)
+
+
+def preflight(out, *, data: str = "default", name: str = "out") -> Path:
+    """Everything `reproduce` checks before it computes or creates anything: the output folder can
+    be written, and matplotlib (and scikit-learn for the bundled real data sets) are installed."""
+    p = check_out_dir(out, name)
+    require("matplotlib", "jaxland reproduce (it draws PNG figures)")
+    if data in ("digits", "diabetes"):
+        require("sklearn", f"the {data} data set")
+    return p
 
 
 def reproduce(
@@ -111,21 +122,24 @@ def reproduce(
        `refine_max`, with λ_min, λ_max at the maximum: the straight segment ξ_A → ξ_B, the segment
        ξ_A → ξ*, the Theorem 11 path of `connect` with its certificate, and a Bézier curve fitted by
        `fit_curve` (Garipov et al.);
-    4. F on the plane through ξ_A, ξ_B and ξ* with every path projected onto it.
+    4. F on the plane through ξ_A, ξ_B and ξ* with every path projected onto it: a grid around the
+       three minima (report key "plane") and, when a projected path goes far beyond them, a grid of
+       the whole extent ("plane_overview"); both are drawn in plane.png.
 
     **Arguments:**
-    - `out`: output folder (created). Finished stages are kept in `out/stages/` and reused.
+    - `out`: output folder (created). Finished stages are kept in `out/stages/` and reused. The
+      arguments, the folder and the optional packages are checked before anything is created
+      (`preflight`).
     - `preset`: "full", "quick" (under two minutes on 2 CPU cores) or "tiny" (a smoke run).
     - `data`: one of `jaxland.data.DATASETS`.
     - `seed`: the PRNG seed of the whole run.
     """
-    _require_matplotlib()
+    s = reproduce_settings(preset=preset, data=data, seed=seed)
+    out = preflight(out, data=data)
     import optax
 
     log = progress or _Progress()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    s = reproduce_settings(preset=preset, data=data, seed=seed)
     ds, loss = load_data(data, quick=preset != "full")
     s["loss"] = loss
     store = RunStore(out, s)
@@ -206,7 +220,7 @@ def reproduce(
         f_max = float(ref.f_max)
         rec = {
             "t": ts, "F": vals,
-            "t_max": t_max, "F_max": f_max,
+            "t_max": t_max, "f_max": f_max,
             "barrier": f_max - max(float(vals[0]), float(vals[-1])),
             "barrier_grid": float(b.barrier),
             "barrier_linear": float(b.barrier_linear),
@@ -242,16 +256,31 @@ def reproduce(
     paths["bezier"] = rec
 
     # -- stage 4: the plane through ξ_A, ξ_B, ξ* -----------------------------------------------------
-    rec = store.load("plane")
-    if rec is None:
-        g = s["plane_grid"]
-        log(f"F on a {g}×{g} grid of the plane through ξ_A, ξ_B, ξ*")
-        alphas, betas = _plane_grid(frame, paths, g, s["plane_margin"])
-        sl = plane_slice(F, net_a, net_b, star_skip, alphas=alphas, betas=betas)
-        rec = store.save("plane", {"alphas": alphas, "betas": betas, "F": np.asarray(sl.values),
-                                   "anchors": np.asarray(sl.anchors),
-                                   "anchor_names": ["minimum_a", "minimum_b", "xi_star"]})
-    plane_rec = rec
+    # Two grids: a zoom on the three minima (where they and the paths near the plane can be told
+    # apart) and, when a projected path goes far beyond it (the Theorem 11 path can reach hundreds
+    # of units while the minima lie a few units apart), an overview of the whole extent.
+    g = s["plane_grid"]
+    zoom = _zoom_window(frame, s["plane_margin"])
+    full = _full_window(frame, paths, s["plane_margin"])
+    full = (np.minimum(full[0], zoom[0]), np.maximum(full[1], zoom[1]))  # it contains the zoom
+    # (stage names differ from the single grid of earlier versions, so that a stored grid over a
+    # different window is never reused)
+    windows = {"plane_zoom": zoom}
+    if _needs_overview(zoom, full):
+        windows["plane_overview"] = full
+    planes = {}
+    for name, (lo, hi) in windows.items():
+        rec = store.load(name)
+        if rec is None:
+            log(f"F on a {g}×{g} grid of the plane through ξ_A, ξ_B, ξ* ({name})")
+            alphas, betas = np.linspace(lo[0], hi[0], g), np.linspace(lo[1], hi[1], g)
+            sl = plane_slice(F, net_a, net_b, star_skip, alphas=alphas, betas=betas)
+            rec = store.save(name, {"alphas": alphas, "betas": betas, "F": np.asarray(sl.values),
+                                    "anchors": np.asarray(sl.anchors),
+                                    "anchor_names": ["minimum_a", "minimum_b", "xi_star"]})
+        planes[name] = rec
+    plane_rec = planes["plane_zoom"]
+    anchor_F = [nets["minimum_a"][1]["F"], nets["minimum_b"][1]["F"], f_star]
 
     report = {
         "settings": s,
@@ -260,8 +289,9 @@ def reproduce(
         "xi_star": {"l": s["l"], "F": f_star, "e_l_upper_bound": star_rec["e_l_upper_bound"]},
         "paths": paths,
         "plane": plane_rec,
+        **({"plane_overview": planes["plane_overview"]} if "plane_overview" in planes else {}),
     }
-    figures = _plot_segments(out, paths) + _plot_plane(out, plane_rec, paths)
+    figures = _plot_segments(out, paths) + _plot_plane(out, planes, paths, anchor_F)
     report["figures"] = figures
     (out / "report.json").write_text(json.dumps(to_jsonable(report), indent=1))
     log(f"wrote {out / 'report.json'} and {', '.join(figures)}")
@@ -301,32 +331,122 @@ def _plane_frame(a, b, c) -> Slice:
     return Slice(None, None, None, a, u, v, anchors)
 
 
-def _plane_grid(frame: Slice, paths: dict, grid: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Grid coordinates covering ξ_A, ξ_B, ξ* and every projected path, enlarged by `margin`."""
+def _bbox(xy: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = xy.min(0), xy.max(0)
+    pad = margin * np.maximum(hi - lo, 1e-3 * max(float(np.max(hi - lo)), 1e-12))
+    return lo - pad, hi + pad
+
+
+def _zoom_window(frame: Slice, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The part of the plane where ξ_A, ξ_B, ξ* can be told apart: a square (α and β are both
+    distances, drawn to the same scale) around them, `margin` of their largest distance on every
+    side."""
+    an = np.asarray(frame.anchors, np.float64)
+    diam = float(np.max(np.linalg.norm(an[:, None] - an[None], axis=-1)))
+    centre = (an.min(0) + an.max(0)) / 2
+    half = float(np.max(an.max(0) - an.min(0))) / 2 + margin * diam
+    return centre - half, centre + half
+
+
+def _full_window(frame: Slice, paths: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Everything: the anchors and every projected path."""
     xy = np.concatenate([np.asarray(frame.anchors, np.float64)]
                         + [np.asarray(r["plane_xy"]["xy"], np.float64) for r in paths.values()])
-    lo, hi = xy.min(0), xy.max(0)
-    pad = margin * (hi - lo)
-    return np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid), np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid)
+    return _bbox(xy, margin)
 
 
-def _plot_plane(out: Path, plane: dict, paths: dict) -> list[str]:
+def _needs_overview(zoom, full) -> bool:
+    """An overview panel when the whole extent is more than 1.5× the zoom in either direction."""
+    return bool(np.any((full[1] - full[0]) > 1.5 * (zoom[1] - zoom[0])))
+
+
+_ANCHOR_LABELS = ("ξ_A", "ξ_B", "ξ*")
+_PATH_STYLE = {"straight_a_b": ("#d62728", "-"), "straight_a_star": ("#ff7f0e", "-"),
+               "theorem11": ("#e377c2", "-"), "bezier": ("#17becf", "--")}
+
+
+def _draw_paths(ax, paths: dict, in_plane: dict) -> None:
+    for i, (name, rec) in enumerate(paths.items()):
+        xy = np.asarray(rec["plane_xy"]["xy"], np.float64)
+        colour, ls = _PATH_STYLE.get(name, (f"C{i}", "-"))
+        label = name if in_plane.get(name, False) else f"{name} (projection)"
+        ax.plot(xy[:, 0], xy[:, 1], ls, color=colour, lw=1.8, label=label, zorder=3)
+
+
+def _plot_plane(out: Path, planes: dict, paths: dict, anchor_F) -> list[str]:
+    """plane.png: F on the plane through ξ_A, ξ_B, ξ* near the three minima (log colour scale,
+    levels from just below the lowest minimum), the paths projected onto it, and, when a path goes
+    far from the minima, an overview panel of the whole extent with the zoom window marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
 
-    # colour by log10 F (F > 0 here: the loss is ≥ 0 and κR > 0 away from the origin)
-    logF = np.log10(np.maximum(np.asarray(plane["F"], np.float64), np.finfo(np.float64).tiny))
-    sl = Slice(logF, np.asarray(plane["alphas"]), np.asarray(plane["betas"]),
-               None, None, None, np.asarray(plane["anchors"]))
-    fig, ax = plt.subplots(figsize=(6.4, 5.0), dpi=120)
-    plot_slice(sl, {name: np.asarray(rec["plane_xy"]["xy"]) for name, rec in paths.items()}, ax=ax,
-               title="log10 F on the plane through ξ_A, ξ_B, ξ* (paths projected)")
-    for (px, py), lab in zip(np.asarray(plane["anchors"]), ("ξ_A", "ξ_B", "ξ*")):
-        ax.annotate(lab, (px, py), textcoords="offset points", xytext=(5, 5), color="w")
+    zoom = planes["plane_zoom"]
+    an = np.asarray(zoom["anchors"], np.float64)
+    # a path lies in the plane when its projection reproduces it: the two straight segments from ξ_A
+    in_plane = {"straight_a_b": True, "straight_a_star": True}
+    overview = planes.get("plane_overview")
+    ncols = 2 if overview is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.2 * ncols, 5.4), dpi=120, squeeze=False)
+
+    ax = axes[0][0]
+    al, be = np.asarray(zoom["alphas"], np.float64), np.asarray(zoom["betas"], np.float64)
+    Z = np.asarray(zoom["F"], np.float64)
+    # levels around the minima: from just below the lowest of F(ξ_A), F(ξ_B), F(ξ*) up to 30× the
+    # highest of them (or the top of the window, if lower); higher values share the top colour
+    f_lo = 0.9 * min(float(np.nanmin(Z)), min(anchor_F))
+    f_hi = min(float(np.nanmax(Z)), 30 * max(anchor_F))
+    f_hi = max(f_hi, 2 * f_lo)
+    levels = np.geomspace(f_lo, f_hi, 17)
+    X, Y = np.meshgrid(al, be, indexing="ij")
+    Zc = np.clip(Z, f_lo, None)
+    cs = ax.contourf(X, Y, Zc, levels=levels, norm=LogNorm(f_lo, f_hi), cmap="viridis",
+                     extend="max")
+    ax.contour(X, Y, Zc, levels=levels, colors="k", linewidths=0.3, alpha=0.35)
+    cb = fig.colorbar(cs, ax=ax, format="%.3g")
+    cb.set_label("F (log colour scale)")
+    _draw_paths(ax, paths, in_plane)
+    ax.plot(an[:, 0], an[:, 1], "o", color="white", mec="k", ms=7, zorder=5)
+    for (px, py), lab, fv in zip(an, _ANCHOR_LABELS, anchor_F, strict=True):
+        ax.annotate(f"{lab}\nF = {fv:.3g}", (px, py), textcoords="offset points", xytext=(6, 6),
+                    color="white", fontsize=8, zorder=6,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="black", alpha=0.45, ec="none"))
+    ax.set_xlim(al.min(), al.max())
+    ax.set_ylim(be.min(), be.max())
+    ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel("α: distance along ξ_A → ξ_B")
-    ax.set_ylabel("β: distance towards ξ* (orthogonalised)")
+    ax.set_ylabel("β: distance towards ξ* (orthogonal to ξ_A → ξ_B)")
+    ax.set_title("F near the three minima", fontsize=10)
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
+
+    if overview is not None:
+        ax2 = axes[0][1]
+        al2 = np.asarray(overview["alphas"], np.float64)
+        be2 = np.asarray(overview["betas"], np.float64)
+        Z2 = np.asarray(overview["F"], np.float64)
+        lo2 = 0.9 * max(float(np.nanmin(Z2)), 1e-30)
+        hi2 = max(float(np.nanmax(Z2)), 2 * lo2)
+        X2, Y2 = np.meshgrid(al2, be2, indexing="ij")
+        lv2 = np.geomspace(lo2, hi2, 17)
+        cs2 = ax2.contourf(X2, Y2, np.clip(Z2, lo2, None), levels=lv2, norm=LogNorm(lo2, hi2),
+                           cmap="viridis")
+        cb2 = fig.colorbar(cs2, ax=ax2, format="%.2g")
+        cb2.set_label("F (log colour scale)")
+        _draw_paths(ax2, paths, in_plane)
+        ax2.plot(an[:, 0], an[:, 1], "o", color="white", mec="k", ms=4, zorder=5)
+        ax2.add_patch(Rectangle((al.min(), be.min()), al.max() - al.min(), be.max() - be.min(),
+                                fill=False, ec="white", lw=1.2, ls="--", zorder=6))
+        ax2.set_xlim(al2.min(), al2.max())
+        ax2.set_ylim(be2.min(), be2.max())
+        ax2.set_xlabel("α")
+        ax2.set_ylabel("β")
+        ax2.set_title("the whole extent of the projected paths (dashed: the left panel)",
+                      fontsize=10)
+    fig.suptitle("F on the plane through ξ_A, ξ_B, ξ*: the straight segments lie in it; the other "
+                 "paths leave it and are drawn projected", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "plane.png")
     plt.close(fig)

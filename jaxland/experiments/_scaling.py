@@ -20,7 +20,8 @@ seeds, positive values only — the excess is often ≤ 0 because an endpoint is
 path; a 95% t-interval) and compares it with the predicted (η − 1)/n. Theorem 11 is an upper bound, so a
 slope *below* the prediction is consistent with it (`consistent_with_bound`); one whose interval lies
 above it is not. Outputs in `out/`: `scaling.json` (settings, one row per (m, n, η, seed), fits)
-and the figures `scaling_excess.png` and `scaling_barriers.png`.
+and the figures `scaling_excess.png` and `scaling_barriers.png`, which `replot_scaling` (or
+``jaxland scaling --replot REPORT``) redraws from a saved report without computing anything.
 
 **Resumable.** Each (m, n, seed) pair of trainings and each certificate is written to `out/stages/` the
 moment it is finished (atomic writes, `RunStore`); a run is keyed by its own settings (the shared
@@ -57,6 +58,7 @@ from ..model._objective import data_loss, objective_fn
 from ..model._train import fit
 from ..search._curve import fit_curve
 from ..search._search_path import search_path
+from ._preflight import check_out_dir, require
 from ._store import RunStore, _atomic_write, to_jsonable
 
 SCALING_PRESETS = ("tiny", "quick", "full")
@@ -221,19 +223,39 @@ def _learning_rate(s, m: int) -> float:
     return float(s["learning_rate"]) * min(1.0, math.sqrt(s["lr_width"] / m))
 
 
-def _pair(s, x, y, F, m, n, seed):
-    """Train two minima of SkipNet and of NoSkipNet; straight and searched barriers for each."""
+_PREFIX = {"SkipNet": "skip", "NoSkipNet": "noskip"}
+
+
+def trained_pair(s, store: RunStore, x, y, m, n, seed, cls, prefix: str | None = None,
+                 make: Callable | None = None):
+    """The two trained minima (a, b) of `cls` at (m, n, seed): loaded from `store` when a study with the
+    same settings (`jaxland scaling` or `jaxland alignment`) already trained them, else trained (Adam,
+    full batch, `s["steps"]` steps) and saved there as `{prefix}_a_{tag}`, `{prefix}_b_{tag}`.
+    `make(key)` builds the initial network (default `cls.init` with the study's sizes)."""
+    prefix = prefix or _PREFIX[cls.__name__]
+    tag = f"m{m}_n{n}_s{seed}"
+    opt = cached_adam(_learning_rate(s, m))  # cached per value: the compiled loop is reused
+    pair = []
+    for which in ("a", "b"):
+        # the same initial point for both models (same key): the control differs only by the skip
+        key = _key("init", m, n, seed, which)
+        init = _make(cls, s, key, m, n) if make is None else make(key)
+        net = store.load_tree(f"{prefix}_{which}_{tag}", init)
+        if net is None:
+            net = fit(init, x, y, kappa=s["kappa"], steps=s["steps"], optimizer=opt).net
+            store.save_tree(f"{prefix}_{which}_{tag}", net)
+        pair.append(net)
+    return tuple(pair)
+
+
+def _pair(s, store, x, y, F, m, n, seed):
+    """Train (or load) two minima of SkipNet and of NoSkipNet; straight and searched barriers for
+    each."""
     rec, nets = {}, {}
     lr = _learning_rate(s, m)
-    opt = cached_adam(lr)  # cached per value: the compiled training loop is reused across seeds
     for cls in (SkipNet, NoSkipNet):
         name = cls.__name__
-        pair = []
-        for which in ("a", "b"):
-            # the same initial point for both models (same key): the control differs only by the skip
-            init = _make(cls, s, _key("init", m, n, seed, which), m, n)
-            pair.append(fit(init, x, y, kappa=s["kappa"], steps=s["steps"], optimizer=opt).net)
-        a, b = pair
+        a, b = trained_pair(s, store, x, y, m, n, seed, cls)
         lin = search_path(F, a, b, method="linear", points=s["points"])
         cur = fit_curve(F, a, b, kind="bezier", bends=1, steps=s["curve_steps"],
                         batch=s["curve_batch"], learning_rate=lr,
@@ -293,7 +315,7 @@ def _certificate(s, x, y, a, b, m, n, eta, seed):
     return {"merge_rise": _merge_rise(c),
             "merge_loss_rise": _merge_loss_rise(res.path, x, y, s["cert_points"]),
             "l": int(c.l), "eps": float(c.eps), "f_star": float(c.f_star),
-            "path_max": float(c.path_max), "excess": float(c.excess),
+            "f_max": float(c.f_max), "excess": float(c.excess),
             "max_merge_angle": float(c.max_merge_angle), "size_bound": int(c.size_bound),
             "cluster_size_a": int(c.cluster_size_a), "cluster_size_b": int(c.cluster_size_b),
             "rank_failures": int(c.rank_failures), "attained_by": c.attained_by,
@@ -348,21 +370,46 @@ def _barrier_summary(pairs, s) -> list:
 
 
 def _mticks(ax, ms) -> None:
+    ax.set_xscale("log")
     ax.set_xticks(list(ms), [str(m) for m in ms])
     ax.minorticks_off()
-    ax.set_xlabel("width m")
 
 
-def _figures(out: Path, rows, pairs, fits, s) -> list[str]:
+# one colour and marker per quantity, the same in every panel; the fit (solid) and the predicted
+# slope (dashed) of a quantity are drawn in its colour
+_QUANTITIES = (
+    # key in the table, key in the fits, legend label, short name, colour, marker
+    ("excess", "excess", "certificate excess: max F on the path − max(F_A, F_B, F*)", "excess",
+     "#1f77b4", "o"),
+    ("merge_loss_rise", "merge_loss_rise", "rise of the loss on a merge segment (Lemma 10)",
+     "loss rise", "#ff7f0e", "s"),
+    ("max_merge_angle", "merge_angle", "largest merge angle (Lemma 9: at most ε = m^((η−1)/n))",
+     "angle", "#2ca02c", "^"),
+)
+
+
+def _num(v) -> float:
+    """A float from a report value (a report read back from JSON holds "nan", "inf" strings)."""
+    return float(v)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
+    return plt
+
+
+def _excess_figure(rows, fits, s):
+    """The 3 × 3 grid (n × η) of the certificate's quantities against m; returns the figure."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
     ns, etas = s["ns"], s["etas"]
-    fig, axes = plt.subplots(len(ns), len(etas), figsize=(4.2 * len(etas), 3.4 * len(ns)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(ns), len(etas), figsize=(4.0 * len(etas), 3.1 * len(ns) + 1.0),
+                             squeeze=False, sharex=True)
     for i, n in enumerate(ns):
         for j, eta in enumerate(etas):
             ax = axes[i][j]
@@ -371,57 +418,150 @@ def _figures(out: Path, rows, pairs, fits, s) -> list[str]:
             if not sel or fit is None:
                 ax.set_visible(False)
                 continue
+            pred = _num(fit["predicted_slope"])
             m = np.array([r["m"] for r in sel], float)
-            for key, fkey, marker, label in (
-                    ("excess", "excess", "o", "certificate excess"),
-                    ("merge_loss_rise", "merge_loss_rise", "s", "loss rise on merge (Lemma 10)"),
-                    ("max_merge_angle", "merge_angle", "^", "max merge angle")):
-                v = np.array([r[key] for r in sel], float)
-                pos = v > (fit["floor"] if key != "max_merge_angle" else 0.0)
-                ax.loglog(m[pos], v[pos], marker, ms=5, alpha=0.8, label=label)
+            shown, notes = [], []
+            for key, fkey, _, short, colour, marker in _QUANTITIES:
+                v = np.array([_num(r[key]) for r in sel], float)
+                floor = 0.0 if key == "max_merge_angle" else _num(fit["floor"])
+                pos = np.isfinite(v) & (v > floor)
                 f = fit[fkey]
-                mm = np.array([m.min(), m.max()])
-                if np.isfinite(f["slope"]):
-                    ax.loglog(mm, np.exp(f["intercept"]) * mm ** f["slope"], "-", lw=1,
-                              label=f"fit slope {f['slope']:.2f}")
+                slope = _num(f["slope"])
                 if pos.any():
-                    # the predicted slope through the geometric mean of the positive points
-                    gm, gv = np.exp(np.mean(np.log(m[pos]))), np.exp(np.mean(np.log(v[pos])))
-                    ax.loglog(mm, gv * (mm / gm) ** fit["predicted_slope"], "k--", lw=0.8)
-            ax.set_title(f"n={n}, η={eta}: predicted slope {fit['predicted_slope']:.3f} (dashed)",
-                         fontsize=9)
+                    ax.plot(m[pos], v[pos], marker, color=colour, ms=5, alpha=0.85, ls="none")
+                    shown.append(v[pos])
+                    lo, hi = m[pos].min(), m[pos].max()
+                    mm = np.geomspace(lo, hi, 2) if hi > lo else np.array([lo / 1.5, lo * 1.5])
+                    if np.isfinite(slope):
+                        ax.plot(mm, np.exp(_num(f["intercept"])) * mm**slope, "-", color=colour,
+                                lw=1.3)
+                        # the prediction through the geometric mean of the same points: only its
+                        # slope is predicted, so it is anchored where the data are
+                        gm, gv = np.exp(np.mean(np.log(m[pos]))), np.exp(np.mean(np.log(v[pos])))
+                        ax.plot(mm, gv * (mm / gm) ** pred, "--", color=colour, lw=1.3, alpha=0.9)
+                left = int((~pos).sum())
+                txt = f"{short}: slope {slope:+.2f}" if np.isfinite(slope) else f"{short}: no fit"
+                if left:
+                    txt += f" ({left} of {len(v)} ≤ 0)"
+                notes.append((txt, colour))
+            if shown:
+                allv = np.concatenate(shown)
+                lo, hi = np.log10(allv.min() / 3), np.log10(allv.max() * 3)
+                # a band below the data for the slope notes (they take ~30% of the height)
+                ax.set_ylim(10 ** (lo - 0.45 * (hi - lo)), 10**hi)
+            ax.set_yscale("log")
             _mticks(ax, s["ms"])
-            ax.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    p = out / "scaling_excess.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(str(p))
+            for k, (txt, colour) in enumerate(notes):
+                ax.text(0.02, 0.03 + 0.085 * (len(notes) - 1 - k), txt, transform=ax.transAxes,
+                        color=colour, fontsize=7.5, va="bottom",
+                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=0.5))
+            ax.set_title(f"n = {n}, η = {eta}: predicted slope {pred:+.3f}", fontsize=9)
+            if i == len(ns) - 1:
+                ax.set_xlabel("width m")
+    handles = [Line2D([], [], color=c, marker=mk, ls="none", ms=6, label=lab)
+               for _, _, lab, _, c, mk in _QUANTITIES]
+    handles += [Line2D([], [], color="0.3", ls="-", lw=1.3,
+                       label="least-squares fit (slope in the panel)"),
+                Line2D([], [], color="0.3", ls="--", lw=1.3,
+                       label="predicted slope (η−1)/n through the same points")]
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("Theorem 11's certificate against the width m, log–log. Values ≤ 0 (up to the "
+                 "rounding level of F) have no logarithm: they are left out of the plot and the "
+                 "fit, and counted in each panel.", fontsize=8.5, y=0.005, va="bottom")
+    fig.tight_layout(rect=(0, 0.025, 1, 1 - 0.45 / fig.get_figheight()))
+    return fig
 
-    fig, axes = plt.subplots(1, len(ns), figsize=(4.6 * len(ns), 3.6), squeeze=False)
+
+def _barrier_figure(pairs, fits, s):
+    """Straight and searched barriers of SkipNet and NoSkipNet against m, one panel per n."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    ns = s["ns"]
+    # barriers are ≥ 0; what is below ~100 roundings of F is zero up to rounding: drawn on the floor
+    floors = [_num(f["floor"]) for f in fits] or [1e-6]
+    floor = max(floors)
+    models = (("SkipNet", "#1f77b4"), ("NoSkipNet", "#d62728"))
+    kinds = (("straight_barrier", "o", "-", "straight segment"),
+             ("searched_barrier", "s", "--", "searched Bézier curve"))
+    fig, axes = plt.subplots(1, len(ns), figsize=(4.3 * len(ns), 3.9), squeeze=False, sharey=True)
+    top = floor
     for i, n in enumerate(ns):
         ax = axes[0][i]
-        for model, color in (("SkipNet", "C0"), ("NoSkipNet", "C3")):
-            for q, style in (("straight_barrier", "o-"), ("searched_barrier", "s--")):
-                ms_ = sorted({p["m"] for p in pairs if p["n"] == n})
-                med = [np.median([p[model][q] for p in pairs if p["n"] == n and p["m"] == mv])
-                       for mv in ms_]
-                allm = [p["m"] for p in pairs if p["n"] == n]
-                allv = [p[model][q] for p in pairs if p["n"] == n]
-                ax.plot(allm, allv, style[0], color=color, alpha=0.3, ms=4)
-                ax.plot(ms_, med, style, color=color, label=f"{model} {q.split('_')[0]}")
-        ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=1e-4)
+        ms_ = sorted({p["m"] for p in pairs if p["n"] == n})
+        for model, colour in models:
+            for q, marker, ls, _ in kinds:
+                allm = np.array([p["m"] for p in pairs if p["n"] == n], float)
+                allv = np.array([_num(p[model][q]) for p in pairs if p["n"] == n], float)
+                med = np.array([np.median([_num(p[model][q]) for p in pairs
+                                           if p["n"] == n and p["m"] == mv]) for mv in ms_])
+                top = max(top, np.nanmax(allv))
+                low = allv <= floor
+                ax.plot(allm[~low], allv[~low], marker, color=colour, alpha=0.3, ms=4, ls="none")
+                ax.plot(allm[low], np.full(low.sum(), floor), marker, mfc="none", color=colour,
+                        alpha=0.5, ms=4, ls="none")
+                ax.plot(ms_, np.maximum(med, floor), ls=ls, color=colour)
+                up = med > floor
+                ax.plot(np.asarray(ms_)[up], med[up], marker, color=colour, ms=6, ls="none")
+                ax.plot(np.asarray(ms_)[~up], np.full((~up).sum(), floor), marker, color=colour,
+                        mfc="white", ms=6, ls="none")
+        ax.axhline(floor, color="0.5", lw=0.8, ls=":")
+        ax.set_yscale("log")
         _mticks(ax, s["ms"])
-        ax.set_ylabel("barrier")
-        ax.set_title(f"n={n}: skip vs no-skip (equal parameter count)", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out / "scaling_barriers.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(str(p))
+        ax.set_xlabel("width m")
+        ax.set_title(f"n = {n}", fontsize=10)
+    axes[0][0].set_ylabel("barrier: max F on the path − max(F_A, F_B)")
+    axes[0][0].set_ylim(floor / 2.5, top * 2.5)
+    handles = [Line2D([], [], color=c, lw=2, label=f"{mdl} (same parameter count)")
+               for mdl, c in models]
+    handles += [Line2D([], [], color="0.3", marker=mk, ls=ls, label=f"{lab} (median of seeds; "
+                       f"faint: each seed)") for _, mk, ls, lab in kinds]
+    handles.append(Line2D([], [], color="0.5", ls=":", marker="o", mfc="none",
+                          label=f"≤ {floor:.0e}: zero up to rounding (hollow, on this line)"))
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / fig.get_figheight()))
+    return fig
+
+
+def _figures(out: Path, rows, pairs, fits, s) -> list[str]:
+    plt = _pyplot()
+    files = []
+    for name, fig in (("scaling_excess.png", _excess_figure(rows, fits, s)),
+                      ("scaling_barriers.png", _barrier_figure(pairs, fits, s))):
+        p = Path(out) / name
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        files.append(str(p))
     return files
+
+
+def replot_scaling(report: str | Path, out: str | Path | None = None) -> list[str]:
+    """Redraw the figures of a finished scaling study from its saved report, without computing.
+
+    **Arguments:**
+    - `report`: a report written by `scaling` (`scaling.json`, or a copy such as
+      `docs/scaling_full.json`), or the folder holding `scaling.json`.
+    - `out`: the folder to write `scaling_excess.png` and `scaling_barriers.png` into (default: the
+      report's folder).
+
+    **Returns:** the paths of the figures written.
+    """
+    src = Path(report)
+    if src.is_dir():
+        src = src / "scaling.json"
+    if not src.is_file():
+        raise FileNotFoundError(f"report: no scaling report at {str(src)!r} (run `jaxland scaling` "
+                                f"first, or pass the path of its scaling.json)")
+    try:
+        rep = json.loads(src.read_text())
+        rows, pairs, fits, s = rep["table"], rep["pairs"], rep["fits"], rep["settings"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"report: {str(src)!r} is not a scaling report ({e})") from None
+    dest = src.parent if out is None else check_out_dir(out)
+    require("matplotlib", "replot_scaling")
+    dest.mkdir(parents=True, exist_ok=True)
+    return _figures(dest, rows, pairs, fits, s)
 
 
 def scaling(
@@ -457,8 +597,11 @@ def scaling(
     """
     s = scaling_settings(preset=preset, seed=seed, ms=ms, ns=ns, etas=etas, seeds=seeds,
                          overrides=overrides)
+    out = check_out_dir(out)
+    if figures:
+        # before the study, not after it: the figures are drawn at the very end
+        require("matplotlib", "jaxland scaling (it draws PNG figures; pass figures=False to skip)")
     log = _Log(progress)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shared = {k: s[k] for k in _SHARED}
@@ -478,10 +621,8 @@ def scaling(
                 nets = None
                 if rec is None:
                     t1 = time.perf_counter()
-                    rec, nets = _pair(s, x, y, F, m, n, sd)
+                    rec, nets = _pair(s, store, x, y, F, m, n, sd)
                     rec = {"m": m, "n": n, "seed": sd, **rec, "seconds": time.perf_counter() - t1}
-                    for which, net in zip(("a", "b"), nets["SkipNet"], strict=True):
-                        store.save_tree(f"skip_{which}_{tag}", net)
                     store.save(f"pair_{tag}", rec)
                     computed += 1
                     log(f"[{done}/{total}] pair {tag}: SkipNet straight/searched barrier "
@@ -521,7 +662,7 @@ def scaling(
                                                          "searched_barrier")},
                         **{f"noskip_{k}": rec["NoSkipNet"][k]
                            for k in ("f_a", "f_b", "straight_barrier", "searched_barrier")},
-                        **{k: crec[k] for k in ("l", "eps", "f_star", "path_max", "excess",
+                        **{k: crec[k] for k in ("l", "eps", "f_star", "f_max", "excess",
                                                 "merge_rise", "merge_loss_rise", "max_merge_angle",
                                                 "rank_failures",
                                                 "attained_by")},
@@ -553,6 +694,10 @@ def scaling(
 
 def format_table(report: dict) -> str:
     """The fits of a scaling report (returned, or read back from scaling.json) as a text table."""
+    if not isinstance(report, dict) or not {"fits", "barriers"} <= set(report):
+        got = sorted(report) if isinstance(report, dict) else type(report).__name__
+        raise ValueError(f"report must be a scaling report (a dict with 'fits' and 'barriers', as "
+                         f"returned by jaxland.scaling or read from scaling.json); got {got}")
     def col(f):
         # float(): a report read back from scaling.json holds "nan" strings
         sl, lo, hi = (float(f[k]) for k in ("slope", "ci_low", "ci_high"))

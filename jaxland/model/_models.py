@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_float_dtype, check_key, check_positive_float, check_positive_int
+
 
 def relu(z: Array) -> Array:
     """σ(z) = max(z, 0), the activation of every network in the paper."""
@@ -31,6 +33,16 @@ def relu_net(theta: Sequence[Array], z: Float[Array, "N d_in"]) -> Float[Array, 
 
     **Returns:** g(θ, z) row by row, shape (N, d_out). With k = 1, g is the linear map θ_1 z.
     """
+    if isinstance(theta, (str, bytes)) or not isinstance(theta, Sequence) or len(theta) == 0:
+        raise TypeError(f"theta must be a non-empty sequence of matrices θ_1 … θ_k; got "
+                        f"{type(theta).__name__}")
+    zs = jnp.shape(z)
+    if len(zs) != 2:
+        raise ValueError(f"z must have shape (N, d_in) (one input per row); got {zs}")
+    ts = jnp.shape(theta[0])
+    if len(ts) != 2 or ts[1] != zs[1]:
+        raise ValueError(f"z has {zs[1]} columns but theta[0] has shape {ts} (expected "
+                         f"(h_1, {zs[1]}))")
     h = z
     for i, t in enumerate(theta):
         if i > 0:
@@ -45,9 +57,29 @@ def _shape(a) -> tuple[int, ...] | None:
 
 
 def _check_matrix(name: str, a) -> None:
-    s = _shape(a)
-    if s is not None and len(s) != 2:
+    """A field of a model: a floating-point array (JAX, NumPy, a tracer) of rank 2."""
+    s, dt = _shape(a), getattr(a, "dtype", None)
+    if s is None or dt is None:
+        raise TypeError(f"{name} must be a floating-point array of rank 2 (e.g. jnp.asarray(...)); "
+                        f"got {type(a).__name__}")
+    if len(s) != 2:
         raise ValueError(f"{name} must be a matrix (2-D array); got shape {s}")
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise TypeError(f"{name} must hold floating-point numbers; got dtype {dt}")
+
+
+def _check_sizes(**sizes) -> None:
+    for name, v in sizes.items():
+        check_positive_int(name, v)
+
+
+def _check_hidden(hidden) -> tuple[int, ...]:
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise TypeError(f"hidden must be a sequence of positive integers (the widths of g's hidden "
+                        f"layers); got {type(hidden).__name__}")
+    for i, h in enumerate(hidden):
+        check_positive_int(f"hidden[{i}]", h)
+    return tuple(int(h) for h in hidden)
 
 
 def _check_theta(theta, d_in: int | None, d_out: int | None, d_in_name: str, d_out_name: str):
@@ -58,8 +90,6 @@ def _check_theta(theta, d_in: int | None, d_out: int | None, d_in_name: str, d_o
     for i, t in enumerate(theta):
         _check_matrix(f"theta[{i}]", t)
     shapes = [_shape(t) for t in theta]
-    if any(s is None for s in shapes):
-        return
     if d_in is not None and shapes[0][1] != d_in:
         raise ValueError(
             f"theta[0] has {shapes[0][1]} columns but {d_in_name} is {d_in} "
@@ -122,8 +152,6 @@ class AbstractSkipLayers(eqx.Module):
         for name in ("W1", "W2", "V1", "V2"):
             _check_matrix(name, getattr(self, name))
         s1, s2, v1, v2 = (_shape(getattr(self, k)) for k in ("W1", "W2", "V1", "V2"))
-        if None in (s1, s2, v1, v2):
-            return
         m = s1[0]
         if s2[1] != m:
             raise ValueError(f"W2 has {s2[1]} columns but W1 has {m} rows")
@@ -175,8 +203,15 @@ class AbstractSkipLayers(eqx.Module):
         with i.i.d. N(0, 1/m) entries, θ He-normal (N(0, 2/fan_in)) through the sizes
         d_g → hidden… → d_o, and V1 with N(0, residual_scale²/d_o) entries so the residual branch starts
         small relative to the skip path.
+
+        Sizes must be positive integers and `residual_scale` a finite number ≥ 0 (``ValueError``
+        naming the argument otherwise).
         """
-        dtype = dtype or jnp.result_type(float)
+        check_key(key)
+        _check_sizes(n=n, m=m, d_y=d_y, d_g=d_g, d_o=d_o)
+        hidden = _check_hidden(hidden)
+        residual_scale = check_positive_float("residual_scale", residual_scale, allow_zero=True)
+        dtype = check_float_dtype(dtype)
         k1, k2, k3, k4, k5 = jax.random.split(key, 5)
         return cls(
             W1=_sphere_rows(k1, m, n, dtype),
@@ -226,7 +261,7 @@ class TwoLayer(eqx.Module):
         _check_matrix("W1", self.W1)
         _check_matrix("W2", self.W2)
         s1, s2 = _shape(self.W1), _shape(self.W2)
-        if s1 is not None and s2 is not None and s2[1] != s1[0]:
+        if s2[1] != s1[0]:
             raise ValueError(f"W2 has {s2[1]} columns but W1 has {s1[0]} rows")
 
     @property
@@ -250,8 +285,11 @@ class TwoLayer(eqx.Module):
 
     @classmethod
     def init(cls, key: PRNGKeyArray, *, n: int, m: int, d_y: int = 1, dtype=None) -> TwoLayer:
-        """Rows of W1 uniform on S^{n−1}; W2 with i.i.d. N(0, 1/m) entries."""
-        dtype = dtype or jnp.result_type(float)
+        """Rows of W1 uniform on S^{n−1}; W2 with i.i.d. N(0, 1/m) entries (sizes: positive
+        integers)."""
+        check_key(key)
+        _check_sizes(n=n, m=m, d_y=d_y)
+        dtype = check_float_dtype(dtype)
         k1, k2 = jax.random.split(key)
         return cls(
             W1=_sphere_rows(k1, m, n, dtype),
@@ -274,8 +312,6 @@ class ResidualLinear(eqx.Module):
         _check_matrix("W", self.W)
         _check_matrix("V", self.V)
         sw, sv = _shape(self.W), _shape(self.V)
-        if sw is None or sv is None:
-            return
         if sv[0] != sw[1]:
             raise ValueError(f"V has {sv[0]} rows but W has {sw[1]} columns")
         _check_theta(self.theta, sw[1], sv[1], "the number of columns of W (d_x)",
@@ -304,8 +340,12 @@ class ResidualLinear(eqx.Module):
         hidden: Sequence[int] = (16,),
         dtype=None,
     ) -> ResidualLinear:
-        """W with N(0, 1/d_x) entries, V with N(0, 1/d_z), θ He-normal d_x → hidden… → d_z."""
-        dtype = dtype or jnp.result_type(float)
+        """W with N(0, 1/d_x) entries, V with N(0, 1/d_z), θ He-normal d_x → hidden… → d_z (sizes:
+        positive integers)."""
+        check_key(key)
+        _check_sizes(d_x=d_x, d_y=d_y, d_z=d_z)
+        hidden = _check_hidden(hidden)
+        dtype = check_float_dtype(dtype)
         k1, k2, k3 = jax.random.split(key, 3)
         return cls(
             W=jax.random.normal(k1, (d_y, d_x), dtype) / math.sqrt(d_x),
@@ -336,8 +376,10 @@ class Linear(eqx.Module):
 
     @classmethod
     def init(cls, key: PRNGKeyArray, *, d_x: int, d_y: int = 1, dtype=None) -> Linear:
-        """W with N(0, 1/d_x) entries."""
-        dtype = dtype or jnp.result_type(float)
+        """W with N(0, 1/d_x) entries (sizes: positive integers)."""
+        check_key(key)
+        _check_sizes(d_x=d_x, d_y=d_y)
+        dtype = check_float_dtype(dtype)
         return cls(W=jax.random.normal(key, (d_y, d_x), dtype) / math.sqrt(d_x))
 
 

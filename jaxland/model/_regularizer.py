@@ -47,7 +47,8 @@ def regularizer(net) -> Array:
 
     **Returns:** a scalar.
     """
-    raise TypeError(f"regularizer has no rule for {type(net).__name__}; register one with "
+    raise TypeError(f"net must be a jaxland model (SkipNet, NoSkipNet, TwoLayer, ResidualLinear, "
+                    f"Linear): regularizer has no rule for {type(net).__name__}; register one with "
                     "jaxland.regularizer.register")
 
 

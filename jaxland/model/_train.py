@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_kappa
+from .._checks import check_kappa, check_key, check_positive_int
 from ._losses import LossFn, get_loss
 from ._objective import check_data
 from ._regularizer import regularizer
@@ -58,16 +58,17 @@ def fit(
     **Returns:** `FitResult(net, history)`. Raises ``FloatingPointError`` if F becomes NaN or inf
     (lower the learning rate), rather than returning a broken network.
     """
-    check_kappa(kappa)
+    kappa = check_kappa(kappa)
     check_data(net, x, y, loss)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    steps = check_positive_int("steps", steps)
     N = x.shape[0]
     if batch_size is not None:
-        if not isinstance(batch_size, int) or not 1 <= batch_size <= N:
+        bad = isinstance(batch_size, bool) or not isinstance(batch_size, int)
+        if bad or not 1 <= batch_size <= N:
             raise ValueError(f"batch_size must be an integer in [1, {N}] (N = len(x)); got {batch_size!r}")
         if key is None:
             raise ValueError("key is required when batch_size is set (mini-batches are drawn from it)")
+        check_key(key)
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     lossfn = get_loss(loss)
     params, static = eqx.partition(net, eqx.is_inexact_array)

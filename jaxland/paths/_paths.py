@@ -12,7 +12,7 @@ Garipov et al. 2018), `concat` and `reverse`, and `from_function` for a user's o
 the path is γ(t) = Σ_k c_k(s) B_k with s ∈ [0, 1] the local coordinate (`AbstractPath.locate`) and a few
 fixed pytrees B_k (`AbstractPath.combination`). A segment has two terms (1 − s, s), a Bézier curve of
 degree d has d + 1 Bernstein terms, a polychain has K − 1 two-term pieces. `jaxland.evaluate_path` uses
-this to precompute the first-layer products W1_k x once per path (see `jaxland._evaluate`). A path
+this to precompute the first-layer products W1_k x once per path (see `jaxland.engine._evaluate`). A path
 without this structure (`from_function`) has one piece and no combination; it is evaluated plainly.
 """
 

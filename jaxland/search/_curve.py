@@ -1,8 +1,8 @@
 """Curve fitting between two points (Garipov et al. 2018).
 
 A Bézier curve φ_θ(t) = Σ_k C(d,k) t^k (1−t)^{d−k} θ_k or a polychain with free interior nodes
-θ_1 … θ_{d−1}, trained with optax on E_{t∼U[0,1]} F(φ_θ(t)) (RELATED.md, "Mode connectivity in
-practice"). The result carries the path found and its barrier B(γ) = max_t F(γ(t)) − max(F(γ(0)),
+θ_1 … θ_{d−1}, trained with optax on E_{t∼U[0,1]} F(φ_θ(t)) (Garipov et al., NeurIPS
+2018). The result carries the path found and its barrier B(γ) = max_t F(γ(t)) − max(F(γ(0)),
 F(γ(1))) from a dense evaluation with `jaxland.evaluate_path`.
 """
 

@@ -158,7 +158,7 @@ def _theorem11(fn, minimum, target, f_min, *, eta, key, connect_kwargs, construc
         res = connect(minimum, target, fn.x, fn.y, kappa=kappa, loss=fn.loss, eta=eta,
                       xi_star=xi_star, **kw)
         cert = res.certificate
-        cmax = float(cert.path_max)  # Certificate.path_max (renamed f_max by the construct family)
+        cmax = float(cert.f_max)
         cdepth = cmax - f_min
         excess = float(cert.excess)
         f_star = float(cert.f_star)

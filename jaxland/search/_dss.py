@@ -2,7 +2,7 @@
 
 `dss` trains beads at the highest point of each segment until every segment's maximum is below an
 acceptance level; `dss_bisect` runs it at decreasing levels to bracket the lowest level at which it
-still connects (the saddle height). RELATED.md, "Freeman & Bruna".
+still connects (the saddle height). Dynamic String Sampling: Freeman & Bruna (ICLR 2017), Algorithm 1.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The gradient's component along the path tangent is removed; pivots are kept apart by springs or by even
 redistribution along the path; new pivots are inserted where a dense evaluation between pivots finds the
-highest point; the saddle height is read from that dense evaluation (RELATED.md).
+highest point; the saddle height is read from that dense evaluation (AutoNEB, Draxler et al. 2018).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One entry point to the path searches: `search_path(fn, a, b, method=...)`.
 
-Barrier of a path (RELATED.md): B(γ) = max_t F(γ(t)) − max(F(γ(0)), F(γ(1))). The maximum itself,
+Barrier of a path (as in Garipov et al. 2018 and Draxler et al. 2018): B(γ) = max_t F(γ(t)) − max(F(γ(0)), F(γ(1))). The maximum itself,
 max_t F(γ(t)), is an upper bound on the minimax ("mountain pass") height between the endpoints, which is
 the quantity the depth ε of Theorem 4 is made of.
 """

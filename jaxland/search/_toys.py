@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
+from .._checks import check_positive_float
 from ..model._models import TwoLayer, relu
 from ..model._objective import objective
 
@@ -192,8 +193,7 @@ def permutation_counterexample(
 
     **Returns:** `PermutationCounterexample`.
     """
-    if not (kappa > 0 and np.isfinite(kappa)):
-        raise ValueError(f"kappa must be a finite number > 0; got {kappa!r}")
+    kappa = check_positive_float("kappa", kappa)
     dt = dtype or jnp.result_type(float)
     phi = np.deg2rad(np.array([90.0, 210.0, 330.0]))
     x = jnp.asarray(np.stack([np.cos(phi), np.sin(phi)], axis=1), dt)

@@ -3,7 +3,7 @@ point, a batch of points, along a path), the spectral density (SLQ), the Hutchin
 search and classification of critical points."""
 
 from ._critical import (
-    KINDS as KINDS,
+    CriticalKind as CriticalKind,
     CriticalPoint as CriticalPoint,
     classify_critical_point as classify_critical_point,
     find_critical_point as find_critical_point,

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._checks import check_fn, check_key
-from .._params import num_params
-from ._hessian import _check_batch_size, _flat_F, _flat_hvp, _split, _stack_size
+from .._params import combine, num_params, partition
+from ._hessian import _check_batch_size, _flat_fn, _flat_hvp, _split, _stack_size
 from ._lanczos import _check_steps, _tridiag_eigh, lanczos_tridiag
 
 # ----------------------------------------------------------------------------------------------
@@ -63,13 +63,13 @@ def _rademacher(key, shape, dtype):
 
 
 @eqx.filter_jit
-def _slq_jit(F, params, keys, num_steps, batch_size):
-    flat, lin = _flat_hvp(F, params)
+def _slq_jit(fn, params, keys, num_steps, batch_size):
+    flat, lin = _flat_hvp(fn, params)
 
     def one(kk):
         k_v, k_r = jax.random.split(kk)
         v = _rademacher(k_v, flat.shape, flat.dtype)
-        t = lanczos_tridiag(lin, v, num_steps, k_r)
+        t = lanczos_tridiag(lin, v, num_steps, key=k_r)
         vals, vecs = _tridiag_eigh(t)
         return vals, vecs[0, :] ** 2
 
@@ -77,7 +77,7 @@ def _slq_jit(F, params, keys, num_steps, batch_size):
 
 
 def spectral_density(
-    F: Callable[[PyTree], Array],
+    fn: Callable[[PyTree], Array],
     params: PyTree,
     *,
     key: PRNGKeyArray,
@@ -91,15 +91,20 @@ def spectral_density(
     reorthogonalisation); `batch_size` probes are vmapped together (None = all on GPU/TPU, one
     at a time on CPU).
 
+    **Arguments:**
+    - `fn`: the objective F, a callable params -> scalar; `params`: the point (any pytree, its
+      inexact-array leaves are the P parameters).
+    - `key`: PRNG key of the probes; `num_steps`: K ≤ P; `num_probes`: M; `batch_size`: as above.
+
     **Returns:** `SpectralDensity(nodes (M, K), weights (M, K))`.
     """
-    check_fn(F)
+    check_fn(fn)
     check_key(key)
     _check_steps(num_steps, num_params(params))
     if not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer; got {num_probes!r}")
     bs = _check_batch_size(batch_size, num_probes)
-    nodes, weights = _slq_jit(F, params, jax.random.split(key, num_probes), num_steps, bs)
+    nodes, weights = _slq_jit(fn, params, jax.random.split(key, num_probes), num_steps, bs)
     return SpectralDensity(nodes, weights)
 
 
@@ -117,9 +122,9 @@ class TraceEstimate(NamedTuple):
     samples: Array
 
 
-def _trace_one(F, params, keys, batch_size):
-    flat, unravel, static = _split(params)
-    f = _flat_F(F, unravel, static)
+def _trace_one(fn, params, keys, batch_size):
+    flat, unravel = _split(params)
+    f = _flat_fn(fn, unravel)
 
     def one(kk):
         # vᵀHv = d²/dε² F(θ + εv) at ε = 0: forward-over-forward (a second-order jvp), no backward
@@ -134,22 +139,22 @@ def _trace_one(F, params, keys, batch_size):
 
 
 @eqx.filter_jit
-def _trace_jit(F, params, keys, batch_size):
-    return _trace_one(F, params, keys, batch_size)
+def _trace_jit(fn, params, keys, batch_size):
+    return _trace_one(fn, params, keys, batch_size)
 
 
 @eqx.filter_jit
-def _trace_batch_jit(F, points, keys, batch_size, point_batch):
-    dyn, static = eqx.partition(points, eqx.is_array)
+def _trace_batch_jit(fn, points, keys, batch_size, point_batch):
+    dyn, static = partition(points)
     return jax.lax.map(
-        lambda a: _trace_one(F, eqx.combine(a[0], static), a[1], batch_size),
+        lambda a: _trace_one(fn, combine(a[0], static), a[1], batch_size),
         (dyn, keys),
         batch_size=point_batch,
     )
 
 
 def hessian_trace(
-    F: Callable[[PyTree], Array],
+    fn: Callable[[PyTree], Array],
     params: PyTree,
     *,
     key: PRNGKeyArray,
@@ -163,18 +168,23 @@ def hessian_trace(
     probes are vmapped together (None = all M on GPU/TPU, one at a time on CPU; memory ≈
     batch_size·P plus activations).
 
+    **Arguments:**
+    - `fn`: the objective F, a callable params -> scalar; `params`: the point (any pytree, its
+      inexact-array leaves are the P parameters).
+    - `key`: PRNG key of the probes; `num_probes`: M; `batch_size`: as above.
+
     **Returns:** `TraceEstimate(mean, stderr, samples (M,))`.
     """
-    check_fn(F)
+    check_fn(fn)
     check_key(key)
     if not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer; got {num_probes!r}")
     bs = _check_batch_size(batch_size, num_probes)
-    return _trace_jit(F, params, jax.random.split(key, num_probes), bs)
+    return _trace_jit(fn, params, jax.random.split(key, num_probes), bs)
 
 
 def hessian_trace_batch(
-    F: Callable[[PyTree], Array],
+    fn: Callable[[PyTree], Array],
     points: PyTree,
     *,
     key: PRNGKeyArray,
@@ -182,8 +192,10 @@ def hessian_trace_batch(
     batch_size: int | None = None,
     point_batch_size: int | None = None,
 ) -> TraceEstimate:
-    """`hessian_trace` at B stacked points (leading axis B on every leaf); fields get axis B."""
-    check_fn(F)
+    """`hessian_trace` at B stacked points (leading axis B on every parameter leaf, the other leaves
+    once, as `jaxland._params.stack_trees` builds them); the fields get a leading axis B.
+    `point_batch_size` points are vmapped together (None: all on GPU/TPU, one at a time on CPU)."""
+    check_fn(fn)
     check_key(key)
     B = _stack_size(points)
     if not isinstance(num_probes, int) or num_probes < 1:
@@ -191,4 +203,4 @@ def hessian_trace_batch(
     bs = _check_batch_size(batch_size, num_probes)
     pbs = _check_batch_size(point_batch_size, B)
     keys = jax.vmap(lambda kk: jax.random.split(kk, num_probes))(jax.random.split(key, B))
-    return _trace_batch_jit(F, points, keys, bs, pbs)
+    return _trace_batch_jit(fn, points, keys, bs, pbs)

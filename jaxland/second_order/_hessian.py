@@ -20,11 +20,19 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._checks import check_fn, check_key
-from .._params import num_params
+from .._params import (
+    combine,
+    is_param,
+    num_params,
+    num_stacked,
+    param_leaves,
+    partition,
+    ravel,
+    tree_index,
+)
 from ._lanczos import (
     _WARM_NOISE,
     _check_k,
@@ -38,78 +46,78 @@ from ._lanczos import (
 )
 
 # ----------------------------------------------------------------------------------------------
-# F as a pytree-callable, flattening, HVP
+# the objective on the raveled parameters, HVP
 # ----------------------------------------------------------------------------------------------
 
 
-
 def _split(params: PyTree):
-    """(flat θ, unravel, static): θ ravels the inexact-array leaves; the rest is held fixed."""
-    dyn, static = eqx.partition(params, eqx.is_inexact_array)
-    if not jax.tree.leaves(dyn):
+    """(θ, unravel): θ ravels the parameter leaves (`jaxland._params.ravel`: each leaf cast back to
+    its own dtype by unravel); every other leaf is held fixed."""
+    if not param_leaves(params):
         raise ValueError("params has no floating-point array leaves to differentiate")
-    flat, unravel = ravel_pytree(dyn)
-    return flat, unravel, static
+    return ravel(params)
 
 
-def _flat_F(F, unravel, static) -> Callable[[Array], Array]:
+def _flat_fn(fn, unravel) -> Callable[[Array], Array]:
     def f(theta):
-        out = F(eqx.combine(unravel(theta), static))
+        out = fn(unravel(theta))
         if jnp.shape(out) != ():
-            raise ValueError(f"F must return a scalar; got shape {jnp.shape(out)}")
+            raise ValueError(f"fn must return a scalar; got shape {jnp.shape(out)}")
         return out
 
     return f
 
 
-def _flat_hvp(F, params):
+def _flat_hvp(fn, params):
     """(θ, v ↦ Hv on flat vectors). The primal passes are linearised once."""
-    flat, unravel, static = _split(params)
-    _, lin = jax.linearize(jax.grad(_flat_F(F, unravel, static)), flat)
+    flat, unravel = _split(params)
+    _, lin = jax.linearize(jax.grad(_flat_fn(fn, unravel)), flat)
     return flat, lin
 
 
-def hvp(F: Callable[[PyTree], Array], params: PyTree, v: PyTree) -> PyTree:
-    """The Hessian-vector product ∇²F(params)·v, forward-over-reverse (``jvp`` of ``grad``).
+def hvp(fn: Callable[[PyTree], Array], params: PyTree, v: PyTree) -> PyTree:
+    """The Hessian-vector product ∇²fn(params)·v, forward-over-reverse (``jvp`` of ``grad``).
 
     **Arguments:**
-    - `F`: the objective, a callable params -> scalar.
-    - `params`: the parameter point (pytree).
-    - `v`: a tangent of the same structure as `params` (its inexact-array leaves).
+    - `fn`: the objective, a callable params -> scalar.
+    - `params`: the parameter point (any pytree; its parameters are the inexact-array leaves,
+      `jaxland._params`).
+    - `v`: a tangent: a pytree of the same structure as `params` (its parameter leaves are read).
 
-    **Returns:** Hv with the structure of `params`' inexact-array leaves.
+    **Returns:** Hv with the structure of `params`: Hv on the parameter leaves (each in its own
+    dtype), None on every other leaf (as `equinox.filter_grad` does).
     """
-    check_fn(F)
-    dyn, static = eqx.partition(params, eqx.is_inexact_array)
-    vdyn = eqx.filter(v, eqx.is_inexact_array)
+    check_fn(fn)
+    dyn, static = partition(params)
+    vdyn, _ = partition(v)
     if jax.tree.structure(vdyn) != jax.tree.structure(dyn):
         raise ValueError("v must have the same pytree structure as params")
-    for a, b in zip(jax.tree.leaves(dyn), jax.tree.leaves(vdyn)):
+    for a, b in zip(jax.tree.leaves(dyn), jax.tree.leaves(vdyn), strict=True):
         if jnp.shape(a) != jnp.shape(b):
             raise ValueError(
                 f"v has a leaf of shape {jnp.shape(b)} where params has {jnp.shape(a)}"
             )
-    g = jax.grad(lambda p: F(eqx.combine(p, static)))
+    vdyn = jax.tree.map(lambda a, b: jnp.asarray(b, jnp.result_type(a)), dyn, vdyn)
+    g = jax.grad(lambda p: fn(combine(p, static)))
     return jax.jvp(g, (dyn,), (vdyn,))[1]
 
 
-def dense_hessian(F: Callable[[PyTree], Array], params: PyTree) -> Float[Array, "P P"]:
-    """The full Hessian ∇²F of the flattened parameters, shape (P, P): for small networks and tests.
+def dense_hessian(fn: Callable[[PyTree], Array], params: PyTree) -> Float[Array, "P P"]:
+    """The full Hessian ∇²fn of the raveled parameters, shape (P, P): for small networks and tests.
 
-    Row/column order is that of ``jax.flatten_util.ravel_pytree`` on the inexact-array leaves.
+    Row/column order is that of `jaxland._params.ravel` (the inexact-array leaves in tree order).
     Memory is P²; use `hessian_eigs` beyond a few thousand parameters.
     """
-    check_fn(F)
-    return _dense_hessian_jit(F, params)
+    check_fn(fn)
+    return _dense_hessian_jit(fn, params)
 
 
 @eqx.filter_jit
-def _dense_hessian_jit(F, params):
-    flat, unravel, static = _split(params)
-    return jax.hessian(_flat_F(F, unravel, static))(flat)
+def _dense_hessian_jit(fn, params):
+    flat, unravel = _split(params)
+    return jax.hessian(_flat_fn(fn, unravel))(flat)
 
 
-# ----------------------------------------------------------------------------------------------
 # ----------------------------------------------------------------------------------------------
 # Extreme eigenvalues
 # ----------------------------------------------------------------------------------------------
@@ -169,38 +177,39 @@ def _eigs_lanczos(lin, v0, key, k, K, tol, which):
     return eigs, u
 
 
-def _eigs_one(F, params, key, k, num_steps, tol=None, which="both"):
-    flat, lin = _flat_hvp(F, params)
+def _eigs_one(fn, params, key, k, num_steps, tol=None, which="both"):
+    flat, lin = _flat_hvp(fn, params)
     k_v, k_r = jax.random.split(key)
     v0 = jax.random.normal(k_v, flat.shape, flat.dtype)
     return _eigs_lanczos(lin, v0, k_r, k, num_steps, tol, which)[0]
 
 
 @eqx.filter_jit
-def _eigs_jit(F, params, key, k, num_steps, tol, which):
-    return _eigs_one(F, params, key, k, num_steps, tol, which)
+def _eigs_jit(fn, params, key, k, num_steps, tol, which):
+    return _eigs_one(fn, params, key, k, num_steps, tol, which)
 
 
 @eqx.filter_jit
-def _eigs_batch_jit(F, points, keys, k, num_steps, batch_size, tol, which):
-    dyn, static = eqx.partition(points, eqx.is_array)
+def _eigs_batch_jit(fn, points, keys, k, num_steps, batch_size, tol, which):
+    # stacked points: the parameter leaves carry the leading axis B, the other leaves are kept once
+    dyn, static = partition(points)
 
     def one(args):
         p, kk = args
-        return _eigs_one(F, eqx.combine(p, static), kk, k, num_steps, tol, which)
+        return _eigs_one(fn, combine(p, static), kk, k, num_steps, tol, which)
 
     return jax.lax.map(one, (dyn, keys), batch_size=batch_size)
 
 
 @eqx.filter_jit
-def _eigs_warm_jit(F, points, keys, k, num_steps, tol, which):
-    dyn, static = eqx.partition(points, eqx.is_array)
-    flat0 = _split(eqx.combine(jax.tree.map(lambda a: a[0], dyn), static))[0]
+def _eigs_warm_jit(fn, points, keys, k, num_steps, tol, which):
+    dyn, static = partition(points)
+    flat0 = _split(tree_index(points, 0))[0]
 
     def one(carry, args):
         u, has_prev = carry
         p, kk = args
-        flat, lin = _flat_hvp(F, eqx.combine(p, static))
+        flat, lin = _flat_hvp(fn, combine(p, static))
         k_v, k_r = jax.random.split(kk)
         r = jax.random.normal(k_v, flat.shape, flat.dtype)
         # previous point's wanted Ritz vectors plus a small random part (components along every
@@ -216,7 +225,7 @@ def _eigs_warm_jit(F, points, keys, k, num_steps, tol, which):
 
 
 def hessian_eigs(
-    F: Callable[[PyTree], Array],
+    fn: Callable[[PyTree], Array],
     params: PyTree,
     *,
     key: PRNGKeyArray,
@@ -229,11 +238,11 @@ def hessian_eigs(
 
     Matrix-free: m ≤ K = `num_steps` Hessian-vector products (one linearisation of ∇F, then m
     tangent passes) and O(K·P) memory for the Lanczos basis, so networks with 10^6 parameters
-    work. Start vector ~ N(0, I) from `key`. Jitted (F is a static argument unless it is a pytree
+    work. Start vector ~ N(0, I) from `key`. Jitted (`fn` is a static argument unless it is a pytree
     such as `jaxland.objective_fn(x, y, kappa=…)`, whose arrays are traced).
 
     **Arguments:**
-    - `F`: callable params -> scalar.
+    - `fn`: the objective F, a callable params -> scalar.
     - `params`: the point (pytree; inexact-array leaves are the P parameters).
     - `key`: PRNG key for the start vector (and restarts).
     - `k`: how many eigenvalues at each end, 1 ≤ k ≤ K.
@@ -248,24 +257,19 @@ def hessian_eigs(
 
     **Returns:** `HessianEigs` with `.lambda_min`, `.lambda_max` and `num_steps` (steps used).
     """
-    check_fn(F)
+    check_fn(fn)
     check_key(key)
     _check_steps(num_steps, num_params(params))
     _check_k(k, num_steps)
     tol = _check_tol(tol)
     _check_which(which)
     flat_dtype = _split(params)[0].dtype
-    return _eigs_jit(F, params, key, k, num_steps, _tol_array(tol, flat_dtype), which)
+    return _eigs_jit(fn, params, key, k, num_steps, _tol_array(tol, flat_dtype), which)
 
 
 def _stack_size(points) -> int:
-    leaves = jax.tree.leaves(eqx.filter(points, eqx.is_inexact_array))
-    if not leaves or any(jnp.ndim(a) == 0 for a in leaves):
-        raise ValueError("points must be a stacked pytree: every array leaf with a leading axis")
-    sizes = {jnp.shape(a)[0] for a in leaves}
-    if len(sizes) != 1:
-        raise ValueError(f"points must have the same leading axis on every leaf; got sizes {sizes}")
-    return sizes.pop()
+    """B, the leading axis of every parameter leaf of stacked points (`jaxland._params.num_stacked`)."""
+    return num_stacked(points, "points")
 
 
 def _check_batch_size(batch_size, B):
@@ -280,13 +284,13 @@ def _check_batch_size(batch_size, B):
     return min(batch_size, B)
 
 
-def _check_points_args(F, points, key, k, num_steps, tol, which):
+def _check_points_args(fn, points, key, k, num_steps, tol, which):
     """Validate the arguments shared by the batched eigenvalue calls; returns (B, tol as an array
     of the parameters' dtype or None)."""
-    check_fn(F)
+    check_fn(fn)
     check_key(key)
     B = _stack_size(points)
-    one = jax.tree.map(lambda a: a[0] if eqx.is_inexact_array(a) else a, points)
+    one = tree_index(points, 0)
     _check_steps(num_steps, num_params(one))
     _check_k(k, num_steps)
     tol = _check_tol(tol)
@@ -295,7 +299,7 @@ def _check_points_args(F, points, key, k, num_steps, tol, which):
 
 
 def hessian_eigs_batch(
-    F: Callable[[PyTree], Array],
+    fn: Callable[[PyTree], Array],
     points: PyTree,
     *,
     key: PRNGKeyArray,
@@ -308,7 +312,9 @@ def hessian_eigs_batch(
     """`hessian_eigs` at B parameter points at once (one compiled program).
 
     **Arguments:**
-    - `points`: a stacked pytree, every array leaf with leading axis B (e.g. ``jax.vmap(path)(ts)``).
+    - `points`: a stacked pytree: every parameter (inexact-array) leaf with leading axis B, every
+      other leaf once, as `jaxland._params.stack_trees` builds it (for a plain pytree of arrays,
+      ``jax.vmap(path)(ts)``).
     - `batch_size`: points vmapped together (``lax.map`` over chunks); None = all B at once on
       GPU/TPU (memory B·K·P for the Lanczos bases), one at a time on CPU (where vmapped matmuls
       are slower than sequential ones). The Lanczos start vector at point b comes from
@@ -318,13 +324,13 @@ def hessian_eigs_batch(
 
     **Returns:** `HessianEigs` with a leading axis B on every field.
     """
-    B, tol_a = _check_points_args(F, points, key, k, num_steps, tol, which)
+    B, tol_a = _check_points_args(fn, points, key, k, num_steps, tol, which)
     bs = _check_batch_size(batch_size, B)
-    return _eigs_batch_jit(F, points, jax.random.split(key, B), k, num_steps, bs, tol_a, which)
+    return _eigs_batch_jit(fn, points, jax.random.split(key, B), k, num_steps, bs, tol_a, which)
 
 
 def hessian_eigs_along_path(
-    F: Callable[[PyTree], Array],
+    fn: Callable[[PyTree], Array],
     path: Any,
     ts: Float[Array, " B"],
     *,
@@ -336,7 +342,7 @@ def hessian_eigs_along_path(
     which: str = "both",
     warm_start: bool = False,
 ) -> HessianEigs:
-    """Extreme Hessian eigenvalues of F at the points γ(t), t ∈ `ts`, of a path (e.g. `paths.linear`).
+    """Extreme Hessian eigenvalues of F = `fn` at the points γ(t), t ∈ `ts`, of a path (e.g. `paths.linear`).
 
     The points are ``jax.vmap(path)(ts)``. `ts` has shape (B,).
 
@@ -359,10 +365,12 @@ def hessian_eigs_along_path(
         raise ValueError(f"ts must be a non-empty 1-D array of path times; got shape {ts.shape}")
     if not isinstance(warm_start, bool):
         raise ValueError(f"warm_start must be a bool; got {warm_start!r}")
-    points = jax.vmap(path)(ts)
+    # parameter leaves batched over ts, every other leaf (constant along a path) kept once, as in
+    # `jaxland._params.stack_trees`
+    points = eqx.filter_vmap(path, out_axes=lambda leaf: 0 if is_param(leaf) else None)(ts)
     if not warm_start:
         return hessian_eigs_batch(
-            F,
+            fn,
             points,
             key=key,
             k=k,
@@ -376,5 +384,5 @@ def hessian_eigs_along_path(
             f"batch_size must be None or 1 with warm_start=True (points run one after another); "
             f"got {batch_size!r}"
         )
-    B, tol_a = _check_points_args(F, points, key, k, num_steps, tol, which)
-    return _eigs_warm_jit(F, points, jax.random.split(key, B), k, num_steps, tol_a, which)
+    B, tol_a = _check_points_args(fn, points, key, k, num_steps, tol, which)
+    return _eigs_warm_jit(fn, points, jax.random.split(key, B), k, num_steps, tol_a, which)

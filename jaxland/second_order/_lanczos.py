@@ -175,8 +175,8 @@ def lanczos_tridiag(
     matvec: Callable[[Array], Array],
     v0: Float[Array, " P"],
     num_steps: int,
-    key: PRNGKeyArray,
     *,
+    key: PRNGKeyArray,
     tol: float | None = None,
     which: str = "both",
     k: int = 1,
@@ -198,7 +198,7 @@ def lanczos_tridiag(
     (`which="top"`), the k smallest ("bottom") or both ("both", needs m ≥ min(2k, K)).
 
     **Arguments:** `matvec` (P,) -> (P,); `v0` (P,) non-zero; `num_steps` K with 1 ≤ K ≤ P (the
-    maximum with `tol`); `key`; `tol` None or 0 = exactly K steps, else the relative tolerance;
+    maximum with `tol`); `key` (keyword-only) the PRNG key of the restart vectors; `tol` None or 0 = exactly K steps, else the relative tolerance;
     `which`, `k`: the wanted Ritz values (only read when `tol` is set).
 
     **Returns:** `Tridiag(alpha (K,), beta (K−1,), residual (), num_steps ())`; with m =

@@ -1,6 +1,6 @@
-"""The neighbouring theorems as runnable checks (RELATED.md): Shamir (2018), Yun, Sra & Jadbabaie (2019)
-on deep residual chains, and the extra neuron of Liang et al. (2018) with its unit-free form
-(Sohl-Dickstein & Kawaguchi 2019)."""
+"""The neighbouring theorems as runnable checks: Shamir (NeurIPS 2018), Yun, Sra & Jadbabaie (NeurIPS
+2019) on deep residual chains, and the extra neuron of Liang, Sun, Lee & Srikant (NeurIPS 2018) with its
+unit-free form (Sohl-Dickstein & Kawaguchi 2019); the paper cites the first two in its §2 and §4."""
 
 from ._extra_neuron import (
     ExtraNeuron as ExtraNeuron,

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._params import combine, param_dtype, partition, tree_norm
 from ..model._losses import LossFn, get_loss
 from ..model._models import TwoLayer
 
@@ -92,10 +93,11 @@ class ExtraNeuron(eqx.Module):
         return self.model(x) + jnp.exp(x @ self.w + self.b)[:, None] * self.a
 
     @classmethod
-    def wrap(cls, model, key: PRNGKeyArray, *, scale: float = 1.0) -> ExtraNeuron:
-        """Wrap `model` with a = 0 (so f̃ = f), w ~ N(0, scale²/n), b = 0."""
+    def wrap(cls, model, *, key: PRNGKeyArray, scale: float = 1.0) -> ExtraNeuron:
+        """Wrap `model` with a = 0 (so f̃ = f), w ~ N(0, scale²/n) drawn from `key` (keyword-only),
+        b = 0; a, w and b take the dtype the model's parameters promote to."""
         n, d_y = _model_dims(model)
-        dtype = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))[0].dtype
+        dtype = param_dtype(model)
         w = jax.random.normal(key, (n,), dtype) * (scale / math.sqrt(n))
         return cls(model, jnp.zeros((d_y,), dtype), w, jnp.zeros((), dtype))
 
@@ -154,7 +156,7 @@ class UnitFree(eqx.Module):
     @classmethod
     def wrap(cls, model) -> UnitFree:
         """Wrap `model` with a = 0, b = 0."""
-        dtype = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))[0].dtype
+        dtype = param_dtype(model)
         return cls(model, jnp.zeros((), dtype), jnp.zeros((), dtype))
 
 
@@ -207,18 +209,18 @@ class ExtraNeuronDemo(NamedTuple):
 
 
 @eqx.filter_jit
-def _train(F, params, steps, lr):
-    dyn, static = eqx.partition(params, eqx.is_inexact_array)
+def _train(fn, params, steps, lr):
+    dyn, static = partition(params)
     opt = optax.adam(lr)
 
     def step(c, _):
         p, s = c
-        v, g = jax.value_and_grad(lambda q: F(eqx.combine(q, static)))(p)
+        v, g = jax.value_and_grad(lambda q: fn(combine(q, static)))(p)
         u, s = opt.update(g, s, p)
         return (optax.apply_updates(p, u), s), v
 
     (dyn, _), hist = jax.lax.scan(step, (dyn, opt.init(dyn)), None, length=steps)
-    return eqx.combine(dyn, static), hist
+    return combine(dyn, static), hist
 
 
 def demo_problem(dtype=None) -> tuple[Array, Array, TwoLayer]:
@@ -268,7 +270,7 @@ class _UF(eqx.Module):
 
 
 def extra_neuron_demo(
-    key: PRNGKeyArray, *, steps: int = 2000, lam: float = 1e-3, learning_rate: float = 1e-2
+    *, key: PRNGKeyArray, steps: int = 2000, lam: float = 1e-3, learning_rate: float = 1e-2
 ) -> ExtraNeuronDemo:
     """Plain training stops at a bad local minimum; the extra neuron's objective does not.
 
@@ -282,6 +284,9 @@ def extra_neuron_demo(
        = 0, so L(θ) stays ½ while a·e^b → 1 and a → 0, i.e. b → ∞ — the bad minimum is moved to
        infinity, not removed.
 
+    **Arguments:** `key` (keyword-only) the PRNG key of the extra neuron's w; `steps` Adam steps
+    with `learning_rate` on each objective; `lam` the penalty λ on a.
+
     **Returns:** `ExtraNeuronDemo`.
     """
     if not isinstance(steps, int) or steps < 1:
@@ -292,9 +297,9 @@ def extra_neuron_demo(
     lam_a = jnp.asarray(lam, dtype)
     plain_F = _Plain(x, y)
     g0 = jax.grad(plain_F)(start)
-    gnorm = jnp.sqrt(sum(jnp.sum(a * a) for a in jax.tree.leaves(g0)))
+    gnorm = tree_norm(g0)
     _, plain = _train(plain_F, start, steps, learning_rate)
-    aug0 = ExtraNeuron.wrap(start, key)
+    aug0 = ExtraNeuron.wrap(start, key=key)
     aug, augmented = _train(_Aug(x, y, lam_a), aug0, steps, learning_rate)
     data = jnp.mean(polynomial_hinge(3)(aug(x), y))
     errors = jnp.sum(jnp.sign(aug(x)) != y)

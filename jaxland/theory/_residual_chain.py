@@ -19,10 +19,11 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._params import combine, partition
 from ..construct._linear_predictor import best_linear_predictor
 from ..model._losses import LossFn, get_loss
 from ..model._models import ResidualLinear, init_theta, relu, relu_net
-from ..second_order._critical import KINDS, STRICT_SADDLE, CriticalPoint, classify_critical_point
+from ..second_order._critical import CriticalPoint, classify_critical_point
 
 # Yun, Sra & Jadbabaie: deep residual chains
 # ----------------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ class ResidualChain(eqx.Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}); got {x.shape}")
         h = x
-        for V, th in zip(self.V, self.theta):
+        for V, th in zip(self.V, self.theta, strict=True):
             h = h + _branch(th, h, self.activation) @ V.T
         return h @ self.W.T
 
@@ -148,7 +149,9 @@ class CriticalTable(NamedTuple):
     - `model`: model name per row ("ResidualChain(L)"; L = 1 is eq. 9's ResidualLinear).
     - `start`: "planted" (the exact critical point `planted_saddle`) or "trained" (Adam).
     - `value`, `linear_value`: F at the point and F_lin* of the best linear predictor.
-    - `grad_norm`, `lambda_min`, `kind` (int code into `KINDS`).
+    - `grad_norm`, `lambda_min`.
+    - `kind`: the short name of each point's `CriticalKind` ("local minimum", "strict saddle",
+      "degenerate", "not critical"; `CriticalPoint.kind_name`).
     - `holds`: for critical points, F ≤ F_lin* + `value_tol` or λ_min < −`eig_tol` (Yun et al.);
       True for rows that are not critical (nothing is claimed).
     """
@@ -159,12 +162,12 @@ class CriticalTable(NamedTuple):
     linear_value: np.ndarray
     grad_norm: np.ndarray
     lambda_min: np.ndarray
-    kind: np.ndarray
+    kind: tuple[str, ...]
     holds: np.ndarray
 
     @property
     def num_critical(self) -> int:
-        return int(np.sum(self.kind != KINDS.index("not critical")))
+        return sum(k != "not critical" for k in self.kind)
 
     def format(self) -> str:
         """The table as text, one row per point."""
@@ -178,12 +181,12 @@ class CriticalTable(NamedTuple):
                 f"{self.model[i]:<18}{self.start[i]:<9}{self.value[i]:>11.4g}"
                 f"{self.linear_value[i]:>11.4g}{self.value[i] - self.linear_value[i]:>11.3g}"
                 f"{self.grad_norm[i]:>10.2g}{self.lambda_min[i]:>11.3g}  "
-                f"{KINDS[int(self.kind[i])]:<15}{bool(self.holds[i])}"
+                f"{self.kind[i]:<15}{bool(self.holds[i])}"
             )
         return "\n".join(lines)
 
 
-def planted_saddle(net: ResidualChain, key: PRNGKeyArray) -> ResidualChain:
+def planted_saddle(net: ResidualChain, *, key: PRNGKeyArray) -> ResidualChain:
     """An exact critical point of a residual chain, Shamir's Example 1 in higher dimensions.
 
     Block 1 becomes linear, g(θ_1, h) = θ_1 h with θ_1 a random (d', d_x) matrix (d' = max(d_z,
@@ -191,6 +194,11 @@ def planted_saddle(net: ResidualChain, key: PRNGKeyArray) -> ResidualChain:
     bias-free, so h_L = 0; and W = 0. Then ∇_W F = E ℓ'(0, y) h_Lᵀ = 0 and every other gradient has
     a factor W, so ∇F = 0 exactly, with F = E ℓ(0, y) ≥ F_lin*. Yun et al.: unless F = F_lin*, the
     Hessian there has a negative eigenvalue.
+
+    **Arguments:** `net` a `ResidualChain` (its shapes, activation and later blocks are kept);
+    `key` (keyword-only) the PRNG key of θ_1.
+
+    **Returns:** the `ResidualChain` at the planted critical point.
     """
     d_x = net.in_features
     d = max(net.V[0].shape[1], d_x)
@@ -202,8 +210,8 @@ def planted_saddle(net: ResidualChain, key: PRNGKeyArray) -> ResidualChain:
 
 
 def residual_critical_points(
-    key: PRNGKeyArray,
     *,
+    key: PRNGKeyArray,
     num_instances: int = 3,
     depths: Sequence[int] = (1, 2),
     n_samples: int = 64,
@@ -237,6 +245,9 @@ def residual_critical_points(
     ‖∇F‖ ~ 1e-3. Use float64 (`jax.enable_x64`). The exact conditions of the theorem (architecture
     and data) are not checked; the table reports what happens.
 
+    **Arguments:** `key` (keyword-only) the PRNG key of the instances and the Lanczos start vectors;
+    the others give the instances' sizes, loss and activation, the Adam steps and the tolerances.
+
     **Returns:** `CriticalTable` (`.format()` prints it).
     """
     if not isinstance(num_instances, int) or num_instances < 1:
@@ -255,20 +266,20 @@ def residual_critical_points(
                 k, ResidualChain, n_samples, d_x, d_z, hidden, loss, dtype, depth, activation
             )
             lin = float(best_linear_predictor(x, y, loss=loss).value)
-            F = _DataObjective(x, y, loss)
+            fn = _DataObjective(x, y, loss)
             points = (
-                ("planted", planted_saddle(net, jax.random.fold_in(k, 1))),
-                ("trained", _adam_fit(F, net, train_steps)),
+                ("planted", planted_saddle(net, key=jax.random.fold_in(k, 1))),
+                ("trained", _adam_fit(fn, net, train_steps)),
             )
             for start, p in points:
                 c: CriticalPoint = classify_critical_point(
-                    F, p, key=k, grad_tol=grad_tol, eig_tol=eig_tol
+                    fn, p, key=k, grad_tol=grad_tol, eig_tol=eig_tol
                 )
-                critical = int(c.kind) != KINDS.index("not critical")
+                critical = c.kind_name != "not critical"
                 holds = (
                     (not critical)
                     or float(c.value) <= lin + value_tol
-                    or int(c.kind) == STRICT_SADDLE
+                    or c.kind_name == "strict saddle"
                 )
                 rows.append(
                     (
@@ -278,29 +289,32 @@ def residual_critical_points(
                         lin,
                         float(c.grad_norm),
                         float(c.lambda_min),
-                        int(c.kind),
+                        c.kind_name,
                         holds,
                     )
                 )
-    cols = list(zip(*rows))
-    return CriticalTable(tuple(cols[0]), tuple(cols[1]), *(np.array(c) for c in cols[2:]))
+    cols = list(zip(*rows, strict=True))
+    return CriticalTable(
+        tuple(cols[0]), tuple(cols[1]), *(np.array(c) for c in cols[2:6]), tuple(cols[6]),
+        np.array(cols[7]),
+    )
 
 
 @eqx.filter_jit
-def _adam_loop(F, params, steps):
-    dyn, static = eqx.partition(params, eqx.is_inexact_array)
+def _adam_loop(fn, params, steps):
+    dyn, static = partition(params)
     # a decaying step so the iterate settles at an approximate critical point instead of hovering
     opt = optax.adam(optax.cosine_decay_schedule(1e-2, steps, alpha=1e-3))
 
     def step(c, _):
         p, s = c
-        g = jax.grad(lambda q: F(eqx.combine(q, static)))(p)
+        g = jax.grad(lambda q: fn(combine(q, static)))(p)
         u, s = opt.update(g, s, p)
         return (optax.apply_updates(p, u), s), None
 
     (dyn, _), _ = jax.lax.scan(step, (dyn, opt.init(dyn)), None, length=steps)
-    return eqx.combine(dyn, static)
+    return combine(dyn, static)
 
 
-def _adam_fit(F, params, steps):
-    return _adam_loop(F, params, steps)
+def _adam_fit(fn, params, steps):
+    return _adam_loop(fn, params, steps)

@@ -132,8 +132,8 @@ class ShamirCheck(NamedTuple):
 
 
 def shamir_check(
-    key: PRNGKeyArray,
     *,
+    key: PRNGKeyArray,
     num_instances: int = 8,
     n_samples: int = 32,
     d_x: int = 4,
