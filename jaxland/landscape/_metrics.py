@@ -24,7 +24,7 @@ import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._batching import bucket
-from .._checks import check_ts
+from .._checks import check_positive_int, check_ts
 from .._eager import eager_call
 from .._params import num_stacked, param_dtype, stack_trees, tree_index, tree_norm, tree_sub
 from ..engine._evaluate import evaluate_path
@@ -250,6 +250,7 @@ def path_length(path: AbstractPath, ts=None, *, num: int = 1025) -> Array:
     """
     if not isinstance(path, AbstractPath):
         raise TypeError(f"path must be an AbstractPath; got {type(path).__name__}")
+    num = check_positive_int("num", num, 2)
     if ts is None:
         if isinstance(path, Segment):
             return eager_call(_distance, path.a, path.b)
@@ -314,6 +315,6 @@ def geodesic_ratio(nodes: AbstractPath | Sequence[PyTree] | PyTree, ts=None) -> 
             raise ValueError(f"nodes must hold at least 2 points; got {K}")
         length, chord = eager_call(_chain_and_chord, stacked)
     if not float(chord) > 0:
-        raise ValueError("the first and last points coincide: the normalised geodesic length "
+        raise ValueError("the first and last points of nodes coincide: the normalised geodesic length "
                          "(length / distance between the ends) is undefined")
     return length / chord

@@ -174,6 +174,9 @@ def slice_coordinates(sl: Slice, points, ts=None) -> Float[Array, "P 2"]:
 
     **Returns:** shape (P, 2) (P = 1 for one pytree).
     """
+    if not isinstance(sl, Slice):
+        raise TypeError(f"sl must be a Slice (from plane_slice or random_directions_slice); got "
+                        f"{type(sl).__name__}")
     o = sl.origin
     if isinstance(points, AbstractPath):
         ts = np.linspace(0.0, 1.0, 201) if ts is None else check_ts(ts)

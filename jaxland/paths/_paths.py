@@ -356,7 +356,8 @@ def bezier(control_points) -> Bezier:
         stacked = control_points
     K = num_stacked(stacked, "control_points")
     if K < 2:
-        raise ValueError(f"a Bézier curve needs at least 2 control points; got {K}")
+        raise ValueError(f"control_points must hold at least 2 points (a Bézier curve needs at least 2 "
+                         f"control points); got {K}")
     return Bezier(stacked)
 
 
@@ -414,7 +415,7 @@ def concat(*paths: AbstractPath, breaks=None, atol: float | None = None) -> Conc
     if len(paths) == 1 and isinstance(paths[0], (list, tuple)):
         paths = tuple(paths[0])
     if len(paths) == 0:
-        raise ValueError("concat needs at least one path")
+        raise ValueError("paths must hold at least one path to concatenate; got none")
     for i, p in enumerate(paths):
         if not isinstance(p, AbstractPath):
             raise TypeError(f"paths[{i}] must be an AbstractPath; got {type(p).__name__}")
