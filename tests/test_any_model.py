@@ -70,7 +70,7 @@ Y = np.sin(X[:, :1])
 IMG = _rng.normal(size=(8, 1, 4, 4))
 
 
-@functools.lru_cache(maxsize=None)  # one set of points and one F per model: compiled code is shared
+@functools.cache  # one set of points and one F per model: compiled code is shared
 def make(name, objective=False):
     """(a, b, c, fn): three points of one model family and F = a mean squared error (for SkipNet with
     `objective`: the `Objective` of eq. 7 (κ = 1e-3), which the engine evaluates by its structured
