@@ -119,7 +119,6 @@ from .search import (
     dss as dss,
     dss_bisect as dss_bisect,
     fit_curve as fit_curve,
-    geodesic_length as geodesic_length,
     hidden_determinant as hidden_determinant,
     lower_points as lower_points,
     muller_brown as muller_brown,

@@ -14,7 +14,7 @@ leaves must be equal, otherwise `check_joinable` raises an error that names the 
 tree. Each parameter leaf keeps its own dtype: a float32 leaf stays float32 under `jax_enable_x64`,
 and raveled vectors are cast back leaf by leaf.
 
-Names: `partition`, `combine`, `ravel`, `num_params`, `param_dtype`, `tree_dot`, `tree_norm`,
+Names: `partition`, `combine`, `ravel` (with its inverse `Unravel`), `check_params`, `tree_scale`, `num_params`, `param_dtype`, `tree_dot`, `tree_norm`,
 `tree_sub`, `tree_axpy`, `tree_lerp`, `tree_combination`, `stack_trees`, `tree_index`, `num_stacked`,
 `check_same_structure`, `check_joinable`, `leaf_paths`.
 """
@@ -22,14 +22,16 @@ Names: `partition`, `combine`, `ravel`, `num_params`, `param_dtype`, `tree_dot`,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
+
+from ._eager import eager_call
 
 
 def is_param(x) -> bool:
@@ -71,13 +73,73 @@ def num_params(tree: PyTree) -> int:
     return int(sum(math.prod(jnp.shape(l)) for l in param_leaves(tree)))
 
 
-def ravel(tree: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
+class Unravel(eqx.Module):
+    """θ ↦ the full pytree: the inverse of `ravel` (a pytree itself, so it can be passed to
+    `eqx.filter_jit` without recompiling for every call, unlike a closure).
+
+    Splits the vector θ into the parameter leaves in tree order, casts each back to its own dtype,
+    and restores every non-parameter leaf (`rest`).
+    """
+
+    rest: PyTree
+    treedef: Any = eqx.field(static=True)
+    shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
+    dtypes: tuple[Any, ...] = eqx.field(static=True)
+
+    @property
+    def size(self) -> int:
+        return int(sum(math.prod(s) for s in self.shapes))
+
+    def __call__(self, v: Array) -> PyTree:
+        v = jnp.asarray(v)
+        if v.shape != (self.size,):
+            raise ValueError(f"the parameter vector must have shape ({self.size},); got {v.shape}")
+        return eager_call(_unravel, self, v)
+
+
+def _unravel(u: Unravel, v: Array) -> PyTree:
+    leaves, start = [], 0
+    for shape, dtype in zip(u.shapes, u.dtypes, strict=True):
+        n = math.prod(shape)
+        leaves.append(v[start : start + n].reshape(shape).astype(dtype))
+        start += n
+    return combine(jax.tree.unflatten(u.treedef, leaves), u.rest)
+
+
+def _concat_leaves(leaves: list, dtype) -> Array:
+    return jnp.concatenate([jnp.ravel(jnp.asarray(l)).astype(dtype) for l in leaves])
+
+
+def ravel(tree: PyTree) -> tuple[Array, Unravel]:
     """(θ, unravel): the parameters raveled into one vector θ of length `num_params(tree)` (in the
-    promoted dtype), and the inverse map θ ↦ the full tree, each leaf cast back to its own dtype and
-    every non-parameter leaf restored."""
+    promoted dtype of the parameter leaves), and the inverse map θ ↦ the full tree (an
+    `Unravel`), each leaf cast back to its own dtype and every non-parameter leaf restored.
+
+    The raveled vector of a tree with no parameter leaf has length 0 (in the default float dtype).
+    """
     params, rest = partition(tree)
-    flat, unravel_params = ravel_pytree(params)
-    return flat, lambda v: combine(unravel_params(v), rest)
+    leaves, treedef = jax.tree.flatten(params)
+    dtype = jnp.result_type(*leaves) if leaves else param_dtype(tree)  # complex stays complex
+    if leaves:
+        flat = eager_call(_concat_leaves, [jnp.asarray(l) for l in leaves], jnp.dtype(dtype))
+    else:
+        flat = jnp.zeros((0,), dtype)
+    unravel = Unravel(rest, treedef, tuple(tuple(jnp.shape(l)) for l in leaves),
+                      tuple(jnp.result_type(l) for l in leaves))
+    return flat, unravel
+
+
+def check_params(tree: PyTree, name: str) -> PyTree:
+    """Refuse a pytree with no parameter leaf or with NaN/inf in one (checked when concrete); return it
+    with every parameter leaf as a `jax.Array` (other leaves unchanged)."""
+    leaves = param_leaves(tree)
+    if not leaves:
+        raise ValueError(f"{name} has no floating-point array leaves (no parameters); got "
+                         f"{type(tree).__name__}")
+    for path, l in zip(leaf_paths(tree), jax.tree.leaves(tree), strict=True):
+        if is_param(l) and not isinstance(l, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(l))):
+            raise ValueError(f"{name} contains NaN or inf values (leaf {path})")
+    return jax.tree.map(lambda l: jnp.asarray(l) if is_param(l) else l, tree)
 
 
 def _binary(f, a: PyTree, b: PyTree) -> PyTree:
@@ -109,6 +171,12 @@ def tree_axpy(alpha, x: PyTree, y: PyTree) -> PyTree:
     return jax.tree.map(
         lambda u, v: jnp.asarray(alpha).astype(jnp.result_type(v)) * u + v if is_param(v) else v, x, y
     )
+
+
+def tree_scale(alpha, x: PyTree) -> PyTree:
+    """α x on the parameter leaves, α cast to each leaf's dtype (other leaves carried through)."""
+    return jax.tree.map(lambda u: jnp.asarray(alpha).astype(jnp.result_type(u)) * u if is_param(u) else u,
+                        x)
 
 
 def tree_lerp(a: PyTree, b: PyTree, t) -> PyTree:
@@ -208,9 +276,12 @@ def stack_trees(trees: Sequence[PyTree], name: str = "nodes") -> PyTree:
         raise ValueError(f"{name} must hold at least one pytree; got an empty sequence")
     for i in range(1, len(trees)):
         check_joinable(trees[0], trees[i], (f"{name}[0]", f"{name}[{i}]"))
-    return jax.tree.map(
-        lambda *ls: jnp.stack([jnp.asarray(l) for l in ls]) if is_param(ls[0]) else ls[0], *trees
-    )
+    params = [partition(t)[0] for t in trees]
+    return combine(eager_call(_stack, params), partition(trees[0])[1])
+
+
+def _stack(params: list) -> PyTree:
+    return jax.tree.map(lambda *ls: jnp.stack([jnp.asarray(l) for l in ls]), *params)
 
 
 def tree_index(stacked: PyTree, i) -> PyTree:

@@ -56,6 +56,28 @@ def test_refine_computes_values_and_respects_max_rounds():
         jaxland.refine_max(bump, LINE, grid, np.zeros(3))
 
 
+def test_refine_refuses_nan_values():
+    """A NaN maximum is not a maximum (issue 12 #4): all-NaN or partly NaN values, given or
+    evaluated, raise ValueError naming where F is NaN, instead of converged=True, f_max=nan."""
+    grid = np.linspace(0, 1, 11)
+    with pytest.raises(ValueError, match=r"values is NaN at 11 of 11 points"):
+        jaxland.refine_max(bump, LINE, grid, np.full(11, np.nan))
+    vals = bump_np(grid)
+    vals[3] = np.nan
+    with pytest.raises(ValueError, match=r"values is NaN at 1 of 11 points \(t = 0.3\)"):
+        jaxland.refine_max(bump, LINE, grid, vals)
+    with pytest.raises(ValueError, match="fn along the path is NaN at 11 of 11"):
+        jaxland.refine_max(lambda p: p["w"] * jnp.nan, LINE, grid)
+    # NaN only where the refinement looks (t in (0.65, 0.75)): caught in the round that finds it
+    nan_spike = lambda p: jnp.where(jnp.abs(p["w"] - 0.7) < 0.05, jnp.nan, bump(p))
+    with pytest.raises(ValueError, match="fn along the path is NaN"):
+        jaxland.refine_max(nan_spike, LINE, grid, np.where(np.isclose(grid, 0.7), 5.0, bump_np(grid)))
+    # an infinite F is a value (an infinite barrier), not an error
+    r = jaxland.refine_max(bump, LINE, grid, np.where(np.isclose(grid, 0.5), np.inf, bump_np(grid)),
+                           max_rounds=0)
+    assert float(r.f_max) == np.inf and float(r.t_max) == 0.5
+
+
 def test_barrier_values():
     ts = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     v = np.array([1.0, 2.0, 4.0, 3.5, 3.0])

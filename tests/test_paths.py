@@ -217,3 +217,131 @@ def test_errors():
         jp.concat(jp.linear(a, b), a)
     with pytest.raises(ValueError, match="scalar t"):
         jp.linear(a, b)(jnp.zeros(3))
+
+
+# --------------------------------------------------------------------------------------------------
+# Eager calls compile once (issue 12 #11); t is checked, under jit too
+
+
+class _Bend(eqx.Module):
+    """t ↦ a + t(b − a) + t(1 − t) c on the floating leaves: a user's path as a module."""
+
+    a: eqx.Module
+    b: eqx.Module
+    c: eqx.Module
+
+    def __call__(self, t):
+        return jax.tree.map(lambda u, v, w: u + t * (v - u) + t * (1 - t) * w if eqx.is_inexact_array(u)
+                            else u, self.a, self.b, self.c)
+
+
+def mlps():
+    return [eqx.nn.MLP(2, 1, 3, 1, key=k) for k in jax.random.split(jax.random.key(0), 3)]
+
+
+def every_path_kind():
+    a, b, c = mlps()  # an activation among the leaves: the switch of a Concat must carry it
+    return {
+        "Segment": jp.linear(a, b),
+        "Polychain": jp.polychain([a, c, b]),
+        "Bezier": jp.bezier([a, c, b]),
+        "Concat": jp.concat(jp.linear(a, c), jp.bezier([c, a, b]), jp.linear(b, a)),
+        "Reverse": jp.reverse(jp.concat(jp.linear(b, c), jp.polychain([c, a]))),
+        "FunctionPath": jp.from_function(_Bend(a, b, c)),
+    }
+
+
+class _CompileCounter:
+    """Counts XLA compilations and jaxpr traces while active.
+
+    JAX records the duration event "/jax/core/compile/backend_compile_duration" once for every
+    executable XLA compiles (a jitted function or an eager primitive alike) and
+    "/jax/core/compile/jaxpr_trace_duration" once for every trace of a Python function to a jaxpr;
+    `jax.monitoring` is JAX's public hook for these events, so counting them needs no private API.
+    """
+
+    EVENTS = ("/jax/core/compile/backend_compile_duration", "/jax/core/compile/jaxpr_trace_duration")
+
+    def __init__(self):
+        self.counts = dict.fromkeys(self.EVENTS, 0)
+
+    def _listen(self, event, duration, **kwargs):
+        if event in self.counts:
+            self.counts[event] += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def test_eager_calls_compile_once():
+    """About 200 eager calls of each path kind after a first call: no compilation and no trace. Before,
+    a Concat's `lax.switch` over branches built afresh at every call was traced and compiled every
+    time (~1 s and ~170 memory maps per call; a few hundred calls crashed the process)."""
+    paths = every_path_kind()
+    ts = np.linspace(0.0, 1.0, 97)
+    for p in paths.values():  # the first calls compile: one per path kind and kind of t
+        p(0.5)
+        p(jnp.asarray(0.5, jnp.float32))
+    with _CompileCounter() as counter:
+        for p in paths.values():
+            for t in ts:
+                p(float(t))
+                p(jnp.asarray(t, jnp.float32))
+            assert jax.tree.structure(p.start) == jax.tree.structure(p.end)
+    assert counter.counts == dict.fromkeys(_CompileCounter.EVENTS, 0), counter.counts
+    # and the counter does count: a new layout (another width) compiles
+    with _CompileCounter() as counter:
+        jp.linear(*[eqx.nn.MLP(2, 1, 5, 1, key=k) for k in jax.random.split(jax.random.key(1))])(0.5)
+    assert counter.counts["/jax/core/compile/backend_compile_duration"] >= 1
+
+
+@pytest.mark.parametrize("kind", ["Segment", "Concat", "FunctionPath"])
+def test_eager_call_values_and_carried_leaves(kind):
+    """The compiled eager call equals the traced one, and the activation comes back as itself."""
+    p = every_path_kind()[kind]
+    eager = p(0.3)
+    traced = eqx.filter_jit(lambda q, t: q(t))(p, 0.3)
+    chex.assert_trees_all_close(eqx.filter(eager, eqx.is_array), eqx.filter(traced, eqx.is_array),
+                                rtol=1e-6, atol=1e-7)  # float32: jit may fuse differently
+    assert eager.activation is jax.nn.relu and eager.final_activation is traced.final_activation
+
+
+def test_t_outside_the_unit_interval_is_refused():
+    p = every_path_kind()["Concat"]
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+            p(bad)
+    with pytest.raises(ValueError, match="real number"):
+        p(jnp.asarray(0.5 + 0.5j))
+    # traced: checked by eqx.error_if inside the computation, under jit and vmap
+    with pytest.raises(Exception, match=r"t must lie in \[0, 1\]"):
+        jax.block_until_ready(eqx.filter_jit(lambda q, t: q(t))(p, jnp.asarray(1.5)))
+    with pytest.raises(Exception, match=r"t must lie in \[0, 1\]"):
+        jax.block_until_ready(eqx.filter_jit(lambda q, ts: eqx.filter_vmap(q)(ts))(
+            p, jnp.asarray([0.2, -0.5])))
+    # integers are t too: 0 and 1 are the endpoints
+    assert_bitwise(eqx.filter(p(1), eqx.is_array), eqx.filter(p.end, eqx.is_array))
+
+
+def test_objective_values_is_declared():
+    """AbstractPath declares the optional batched evaluator: None by default; a path that returns
+    values is evaluated by them (for an Objective, as the Theorem 11 path)."""
+    a, b, _ = skipnets()
+    seg = jp.linear(a, b)
+    assert seg.objective_values(None, None, np.zeros(2), kappa=0.0) is None
+
+    class Counted(jp.Segment):
+        def objective_values(self, x, y, ts, *, kappa, loss="mse"):
+            return jnp.asarray(ts) * 0 + 42.0
+
+    obj = jaxland.objective_fn(np.ones((3, 3), np.float32), np.ones((3, 1), np.float32), kappa=0.0)
+    np.testing.assert_array_equal(np.asarray(jaxland.evaluate_path(obj, Counted(a, b), [0.0, 1.0])),
+                                  [42.0, 42.0])
+    # a plain function (not an Objective) is evaluated through the path itself
+    vals = jaxland.evaluate_path(lambda n: jnp.sum(n.W2), Counted(a, b), [0.0, 1.0])
+    np.testing.assert_allclose(np.asarray(vals), [float(jnp.sum(a.W2)), float(jnp.sum(b.W2))],
+                               rtol=1e-6)

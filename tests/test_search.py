@@ -44,7 +44,7 @@ def test_muller_brown_toy(mb):
 def test_linear_segment_is_high(mb):
     toy, a, b, h = mb
     r = jaxland.search_path(toy.fn, a, b, method="linear", points=257)
-    assert r.max_value > h + 40  # the straight segment crosses the high ridge (≈ +12.6)
+    assert r.f_max > h + 40  # the straight segment crosses the high ridge (≈ +12.6)
     chex.assert_trees_all_close(r.path(0.0), a)
     chex.assert_trees_all_close(r.path(1.0), b)
 
@@ -54,8 +54,8 @@ def test_neb_finds_saddle(mb):
     r = jaxland.neb(toy.fn, a, b, pivots=12, steps=500, rounds=2)
     # The climbing pivot converges to the first-order saddle S0: measured |error| ~ 1e-5 in float32.
     # Tolerance 0.1 (0.1% of the 106-unit rise from M0 to S0) leaves room for other XLA builds.
-    assert abs(r.max_value - h) < 0.1
-    assert r.max_value > h - SAMPLE_SLACK
+    assert abs(r.f_max - h) < 0.1
+    assert r.f_max > h - SAMPLE_SLACK
     chex.assert_trees_all_close(r.path(0.0), a)
     chex.assert_trees_all_close(r.path(1.0), b)
     assert r.climbing_index > 0 and r.evaluations > 0
@@ -67,7 +67,7 @@ def test_neb_finds_saddle(mb):
 def test_neb_with_springs(mb):
     toy, a, b, h = mb
     r = jaxland.neb(toy.fn, a, b, pivots=12, steps=500, rounds=1, spring=10.0)
-    assert abs(r.max_value - h) < 0.1  # as above (measured ~4e-6)
+    assert abs(r.f_max - h) < 0.1  # as above (measured ~4e-6)
 
 
 def test_dss_bisect_brackets_saddle(mb):
@@ -76,12 +76,12 @@ def test_dss_bisect_brackets_saddle(mb):
     # 6 bisections of the bracket [h − 20, h + 20] leave a width of 40/2⁶ ≈ 0.63, plus DSS's
     # acceptance slack 0.02·|λ| ≈ 0.8 at λ ≈ −41: tolerance 1.5.
     assert r.converged
-    assert abs(r.max_value - h) < 1.5
-    assert r.max_value > h - SAMPLE_SLACK
+    assert abs(r.f_max - h) < 1.5
+    assert r.f_max > h - SAMPLE_SLACK
     levels = dict(r.levels)
     # the bisection found a failing level below the saddle and a connecting one above it
     assert any(not ok and lam < h for lam, ok in levels.items())
-    assert r.geodesic_length >= 1.0 and r.n_beads >= 1
+    assert r.geodesic_ratio >= 1.0 and r.n_beads >= 1
 
 
 def test_fit_curve_garipov_mean(mb):
@@ -92,9 +92,9 @@ def test_fit_curve_garipov_mean(mb):
     # the high ridge (barrier far below the straight segment's) but crosses the M0–M2 ridge off the
     # saddle (measured ≈ −19 vs −40.7; documented in fit_curve). So: an upper bound, well below the
     # segment, and within 30 of the saddle height.
-    assert r.max_value > h - SAMPLE_SLACK
-    assert r.max_value < lin.max_value - 25
-    assert r.max_value < h + 30
+    assert r.f_max > h - SAMPLE_SLACK
+    assert r.f_max < lin.f_max - 25
+    assert r.f_max < h + 30
     assert r.history.shape == (1000,)
     assert float(jnp.mean(r.history[-100:])) < float(jnp.mean(r.history[:10]))  # it trained
 
@@ -105,8 +105,8 @@ def test_fit_curve_smooth_max_finds_saddle(mb):
                           temperature=2.0)
     # With the smooth maximum τ log E exp(F/τ) at τ = 2 the curve is pulled to the minimax path: its
     # highest point must lie within O(τ) of the saddle (measured 0.1); tolerance 2.0 = τ.
-    assert abs(r.max_value - h) < 2.0
-    assert r.max_value > h - SAMPLE_SLACK
+    assert abs(r.f_max - h) < 2.0
+    assert r.f_max > h - SAMPLE_SLACK
 
 
 def test_fit_curve_polychain_endpoints_exact(mb):
@@ -115,7 +115,7 @@ def test_fit_curve_polychain_endpoints_exact(mb):
     chex.assert_trees_all_close(r.path(0.0), a, atol=0, rtol=0)
     chex.assert_trees_all_close(r.path(1.0), b, atol=0, rtol=0)
     top = max(float(toy.fn(a)), float(toy.fn(b)))
-    assert r.method == "polychain" and r.barrier == pytest.approx(r.max_value - top, rel=1e-5)
+    assert r.method == "polychain" and r.barrier == pytest.approx(r.f_max - top, rel=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,11 +143,11 @@ def test_dss_fails_on_permutation_counterexample(perm):
     # The proof in `permutation_counterexample` gives max_t F ≥ 1/6 on every path; the string is a
     # path, so its dense maximum must respect the floor (up to sampling: the floor holds on the whole
     # det H = 0 set, and a 1% slack covers a grid point just beside it).
-    assert r.max_value > 0.99 * perm.level_floor
+    assert r.f_max > 0.99 * perm.level_floor
     seg = jaxland.search_path(perm.fn, perm.net_a, perm.net_b, method="linear")
-    assert seg.max_value > 0.99 * perm.level_floor
+    assert seg.f_max > 0.99 * perm.level_floor
     # Above the straight segment's maximum DSS connects at once: the failure is the level's.
-    ok = jaxland.dss(perm.fn, perm.net_a, perm.net_b, level=seg.max_value * 1.01, max_beads=24)
+    ok = jaxland.dss(perm.fn, perm.net_a, perm.net_b, level=seg.f_max * 1.01, max_beads=24)
     assert ok.converged and ok.n_beads == 0
 
 
@@ -174,17 +174,23 @@ class RedistributeTest(chex.TestCase):
 
 @settings(max_examples=10, deadline=None)
 @given(K=st.integers(2, 6), D=st.integers(1, 4), seed=st.integers(0, 1000))
-def test_geodesic_length(K, D, seed):
+def test_geodesic_ratio_of_flat_beads(K, D, seed):
     rng = np.random.default_rng(seed)
     a, b = rng.normal(size=D), rng.normal(size=D)
     ts = np.sort(rng.uniform(size=K))
     ts[0], ts[-1] = 0.0, 1.0
     on_line = ts[:, None] * b + (1 - ts[:, None]) * a
     # collinear beads in order: exactly the chord (1 up to rounding)
-    assert jaxland.geodesic_length(on_line) == pytest.approx(1.0, rel=1e-5)
+    assert float(jaxland.geodesic_ratio(on_line)) == pytest.approx(1.0, rel=1e-5)
     # any detour is longer (triangle inequality)
     wiggle = on_line + rng.normal(size=on_line.shape) * (np.arange(K) % (K - 1) != 0)[:, None]
-    assert jaxland.geodesic_length(wiggle) >= 1.0 - 1e-6
+    assert float(jaxland.geodesic_ratio(wiggle)) >= 1.0 - 1e-6
+    # the same beads as a list of points give the same ratio
+    assert float(jaxland.geodesic_ratio(list(wiggle))) == pytest.approx(
+        float(jaxland.geodesic_ratio(wiggle)), rel=1e-6)
+    # a closed string: the ratio is undefined, refused (not inf)
+    with pytest.raises(ValueError, match="coincide"):
+        jaxland.geodesic_ratio(np.concatenate([on_line, on_line[:1]]))
 
 
 def test_validation(mb):

@@ -105,7 +105,7 @@ def test_slice_coordinates_of_paths():
 def test_random_directions_slice():
     a = make_nets(1)[0]
     obj, _, _ = make_obj()
-    sl = jaxland.random_directions_slice(obj, a, jax.random.key(5), resolution=RES, span=0.5)
+    sl = jaxland.random_directions_slice(obj, a, key=jax.random.key(5), resolution=RES, span=0.5)
     chex.assert_shape(sl.values, RES)
     assert float(sl.alphas[2]) == 0.0 and float(sl.betas[1]) == 0.0  # the centre is a grid point
     A, B = np.meshgrid(np.asarray(sl.alphas), np.asarray(sl.betas), indexing="ij")
@@ -113,10 +113,39 @@ def test_random_directions_slice():
     np.testing.assert_allclose(np.asarray(sl.values).ravel(), np.asarray(want), rtol=RTOL)
     # at (0, 0) `direct` evaluates obj(a + 0 u + 0 v) = obj(a)
     # reproducible from the key; explicit directions give the same slice
-    d = jaxland.filter_normalized_directions(jax.random.key(5), a, 2)
+    d = jaxland.filter_normalized_directions(a, 2, key=jax.random.key(5))
     chex.assert_trees_all_equal(d[0], sl.u)
     s2 = jaxland.random_directions_slice(obj, a, directions=d, resolution=RES, span=0.5)
     np.testing.assert_allclose(np.asarray(s2.values), np.asarray(sl.values), rtol=1e-6)
+
+
+def test_one_grid_point_is_the_centre():
+    """resolution=1 evaluates the centre of the range, not its corner (issue 12 #5)."""
+    a, b, c = make_nets()
+    obj, _, _ = make_obj()
+    sl = jaxland.random_directions_slice(obj, a, key=jax.random.key(5), resolution=1, span=0.5)
+    assert sl.values.shape == (1, 1) and float(sl.alphas[0]) == 0.0 and float(sl.betas[0]) == 0.0
+    np.testing.assert_allclose(float(sl.values[0, 0]), float(obj(a)), rtol=RTOL)
+    # a row of 1 × 3: the middle line β = 0
+    row = jaxland.random_directions_slice(obj, a, key=jax.random.key(5), resolution=(3, 1), span=0.5)
+    np.testing.assert_array_equal(np.asarray(row.alphas), [-0.5, 0.0, 0.5])
+    assert float(row.betas[0]) == 0.0
+    # the plane through a, b, c: one point is the centre of the box around the three anchors
+    pl = jaxland.plane_slice(obj, a, b, c, resolution=1)
+    an = np.asarray(pl.anchors)
+    np.testing.assert_allclose([float(pl.alphas[0]), float(pl.betas[0])],
+                               0.5 * (an.min(0) + an.max(0)), rtol=1e-6)
+
+
+def test_key_is_keyword_only():
+    a = make_nets(1)[0]
+    obj, _, _ = make_obj()
+    with pytest.raises(TypeError):
+        jaxland.filter_normalized_directions(jax.random.key(0), a)  # positional key: refused
+    with pytest.raises(TypeError):
+        jaxland.random_directions_slice(obj, a, jax.random.key(0))
+    with pytest.raises(ValueError, match="key is required"):
+        jaxland.filter_normalized_directions(a, key=None)
 
 
 @settings(max_examples=4, deadline=None)
@@ -130,13 +159,13 @@ def test_filter_normalization(scales, seed):
     center = {"W": jnp.asarray(rng.normal(size=(3, 4)) * sc[:, None], jnp.float32),
               "T": jnp.asarray(rng.normal(size=(3, 4, 2)) * sc[:, None, None], jnp.float32),
               "bias": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
-    (d,) = jaxland.filter_normalized_directions(jax.random.key(seed), center, 1)
+    (d,) = jaxland.filter_normalized_directions(center, 1, key=jax.random.key(seed))
     for k in ("W", "T"):
         got = np.linalg.norm(np.asarray(d[k]).reshape(3, -1), axis=1)
         want = np.linalg.norm(np.asarray(center[k]).reshape(3, -1), axis=1)
         np.testing.assert_allclose(got, want, rtol=1e-5)  # float32 norms of ≤ 8 terms
     assert not np.any(np.asarray(d["bias"]))
-    (d1,) = jaxland.filter_normalized_directions(jax.random.key(seed), center, 1, ignore_1d=False)
+    (d1,) = jaxland.filter_normalized_directions(center, 1, key=jax.random.key(seed), ignore_1d=False)
     np.testing.assert_allclose(np.linalg.norm(d1["bias"]), np.linalg.norm(center["bias"]), rtol=1e-5)
 
 
@@ -157,7 +186,7 @@ def test_slice_errors():
     with pytest.raises(ValueError, match="key or explicit directions"):
         jaxland.random_directions_slice(obj, a)
     with pytest.raises(ValueError, match="span"):
-        jaxland.random_directions_slice(obj, a, jax.random.key(0), span=-1.0)
+        jaxland.random_directions_slice(obj, a, key=jax.random.key(0), span=-1.0)
     with pytest.raises(ValueError, match="NaN"):
         jaxland.plane_slice(obj, a, b, jax.tree.map(lambda l: l * jnp.nan, c))
 

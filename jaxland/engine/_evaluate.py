@@ -263,11 +263,13 @@ def evaluate_path(
             spec = P(None, data_axis) if data_axis is not None else P()
             batches = jax.tree.map(lambda a: _global(a, mesh, spec), batches)
 
-    if (structured and isinstance(fn, Objective) and mesh is None and batch_size is None
-            and callable(getattr(path, "objective_values", None))):
+    if structured and isinstance(fn, Objective) and mesh is None and batch_size is None:
         # A path that knows its own segment structure (the Theorem 11 path of `connect`: under vmap
-        # its segment switch would evaluate every segment at every point) evaluates F itself.
-        return jnp.asarray(path.objective_values(fn.x, fn.y, ts_np, kappa=fn.kappa, loss=fn.loss))
+        # its segment switch would evaluate every segment at every point) evaluates F itself;
+        # AbstractPath.objective_values returns None for a path without such an evaluator.
+        own = path.objective_values(fn.x, fn.y, ts_np, kappa=fn.kappa, loss=fn.loss)
+        if own is not None:
+            return jnp.asarray(own)
 
     if structured and _structured_ok(fn, path):
         return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,

@@ -262,8 +262,8 @@ def _pair(s, store, x, y, F, m, n, seed):
                         key=_key("curve", m, n, seed, name), points=s["points"])
         fa, fb = float(F(a)), float(F(b))
         rec[name] = {"f_a": fa, "f_b": fb, "params": _n_params(a),
-                     "straight_max": lin.max_value, "straight_barrier": lin.barrier,
-                     "searched_max": cur.max_value, "searched_barrier": cur.barrier,
+                     "straight_max": lin.f_max, "straight_barrier": lin.barrier,
+                     "searched_max": cur.f_max, "searched_barrier": cur.barrier,
                      "search_evaluations": cur.evaluations}
         nets[name] = (a, b)
     return rec, nets

@@ -5,8 +5,11 @@
   values, as in Frankle et al. / Garipov et al.), with the t where each maximum sits.
 - `refine_max(fn, path, ts, values)`: re-evaluates, in batches, around the largest local maxima of the
   sampled values until the maximum is bracketed to a tolerance.
-- `path_length(path, ts)`: Σ_i ‖γ(t_{i+1}) − γ(t_i)‖ (Euclidean over all leaves); `geodesic_ratio`: Freeman &
-  Bruna's normalised geodesic length Σ_i ‖θ_{i+1} − θ_i‖ / ‖θ_N − θ_1‖ (1 for a straight segment).
+- `path_length(path, ts)`: Σ_i ‖γ(t_{i+1}) − γ(t_i)‖ (Euclidean over all parameter leaves); `geodesic_ratio`:
+  Freeman & Bruna's normalised geodesic length Σ_i ‖θ_{i+1} − θ_i‖ / ‖θ_N − θ_1‖ (1 for a straight segment).
+
+Parameters are read through `jaxland._params`: only the floating-point leaves of a model count (an
+`eqx.nn.MLP`'s activation, a flax nnx state's integer leaves are carried along, not measured).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._batching import bucket
-from .._checks import check_ts
-from .._params import stack_trees, tree_norm
+from .._checks import check_positive_int, check_ts
+from .._eager import eager_call
+from .._params import num_stacked, param_dtype, stack_trees, tree_index, tree_norm, tree_sub
 from ..engine._evaluate import evaluate_path
 from ..paths._paths import AbstractPath, Polychain, Segment
 
@@ -94,6 +98,9 @@ class RefineResult(NamedTuple):
     - `bracket`: (lo, hi), sampled points on either side of `t_max` (width ≤ tol on success);
     - `ts`, `values`: every point evaluated (the initial grid and the refinements), sorted by t;
     - `converged`: whether the bracket reached the tolerance within `max_rounds`.
+
+    F must be a number wherever it is evaluated: a NaN value raises ``ValueError`` naming the t where
+    it occurred (a NaN maximum is not a maximum). ±inf values are kept (an infinite F is a barrier).
     """
 
     t_max: Array
@@ -110,6 +117,14 @@ def _local_maxima(v: np.ndarray) -> np.ndarray:
     right = np.concatenate([v[1:], [-np.inf]])
     idx = np.nonzero((v >= left) & (v >= right))[0]
     return idx[np.argsort(-v[idx], kind="stable")]
+
+
+def _check_not_nan(v: np.ndarray, t: np.ndarray, name: str) -> None:
+    bad = np.isnan(v)
+    if np.any(bad):
+        where = ", ".join(f"{x:.6g}" for x in t[bad][:5]) + (" …" if bad.sum() > 5 else "")
+        raise ValueError(f"{name} is NaN at {int(bad.sum())} of {v.size} points (t = {where}): the "
+                         "maximum of F along the path is undefined")
 
 
 def refine_max(
@@ -140,7 +155,8 @@ def refine_max(
     - `ts`: shape (P,), initial points in [0, 1]; `values`: F at ts (optional).
     - `tol`: target bracket width in t; `num_candidates`, `points_per_bracket`, `max_rounds`: effort.
 
-    **Returns:** a `RefineResult`.
+    **Returns:** a `RefineResult`. Raises ``ValueError`` when F is NaN at a point (given in `values` or
+    evaluated): the maximum of a function with undefined values is undefined.
     """
     t = check_ts(ts).astype(np.float64)
     if not tol > 0:
@@ -153,6 +169,7 @@ def refine_max(
         v = np.asarray(values, np.float64)
         if v.shape != t.shape:
             raise ValueError(f"values must have the shape of ts {t.shape}; got {v.shape}")
+    _check_not_nan(v, t, "values" if values is not None else "fn along the path")
     order = np.argsort(t, kind="stable")
     t, v = t[order], v[order]
     t, keep = np.unique(t, return_index=True)
@@ -179,6 +196,7 @@ def refine_max(
         if tn.size == 0:
             break
         vn = np.asarray(evaluate_path(fn, path, tn, **evaluate_kwargs), np.float64)
+        _check_not_nan(vn, tn, "fn along the path")
         t = np.concatenate([t, tn])
         v = np.concatenate([v, vn])
         order = np.argsort(t, kind="stable")
@@ -197,7 +215,7 @@ def refine_max(
 @eqx.filter_jit
 def _segment_norms(path: AbstractPath, a: Array, b: Array) -> Array:
     def one(s, u):
-        return tree_norm(jax.tree.map(lambda p, q: p - q, path(u), path(s)))
+        return tree_norm(tree_sub(path(u), path(s)))
 
     return jax.vmap(one)(a, b)
 
@@ -218,58 +236,85 @@ def _segment_lengths(path: AbstractPath, ts: np.ndarray, chunk: int = 256) -> np
 
 
 def path_length(path: AbstractPath, ts=None, *, num: int = 1025) -> Array:
-    """Length of a path in parameter space, Σ_i ‖γ(t_{i+1}) − γ(t_i)‖ (Euclidean over all leaves).
+    """Length of a path in parameter space, Σ_i ‖γ(t_{i+1}) − γ(t_i)‖ (Euclidean over all parameter
+    leaves).
 
     **Arguments:**
     - `path`: an `AbstractPath`.
-    - `ts`: increasing points in [0, 1] at which the path is sampled (the length of the inscribed
-      polygon, a lower bound that converges to the length as the points get denser). Default: exact for
-      a `Segment` path or `Polychain` (sum of the segment lengths), else `num` equally spaced points.
+    - `ts`: non-decreasing points in [0, 1] at which the path is sampled, shape (P,), P ≥ 2 (the length
+      of the inscribed polygon, a lower bound that converges to the length as the points get denser).
+      Default: exact for a `Segment` or `Polychain` (the sum of the segment lengths), else `num`
+      equally spaced points.
 
-    **Returns:** a scalar.
+    **Returns:** a scalar, in the promoted dtype of the path's parameters.
     """
     if not isinstance(path, AbstractPath):
         raise TypeError(f"path must be an AbstractPath; got {type(path).__name__}")
+    num = check_positive_int("num", num, 2)
     if ts is None:
         if isinstance(path, Segment):
-            return tree_norm(jax.tree.map(lambda a, b: b - a, path.a, path.b))
+            return eager_call(_distance, path.a, path.b)
         if isinstance(path, Polychain):
-            nodes = path.nodes
-            return sum(
-                tree_norm(jax.tree.map(lambda l, i=i: l[i + 1] - l[i], nodes))
-                for i in range(path.num_nodes - 1)
-            )
+            return eager_call(_chain_length, path.nodes)
         ts = np.linspace(0.0, 1.0, num)
     t = check_ts(ts)
     if t.shape[0] < 2 or np.any(np.diff(t) < 0):
         raise ValueError(f"ts must be non-decreasing with at least 2 points; got shape {t.shape}")
-    dtype = jnp.result_type(*jax.tree.leaves(path.start))
+    dtype = _output_dtype(path)
     return jnp.asarray(np.sum(_segment_lengths(path, t.astype(dtype))), dtype)
 
 
+def _output_dtype(path: AbstractPath):
+    """The promoted floating dtype of γ(t)'s parameter leaves (from shapes only: nothing computed)."""
+    out = eqx.filter_eval_shape(path, jnp.asarray(0.0))
+    dts = [l.dtype for l in jax.tree.leaves(out)
+           if isinstance(l, jax.ShapeDtypeStruct) and jnp.issubdtype(l.dtype, jnp.floating)]
+    return jnp.result_type(*dts) if dts else param_dtype(path)
+
+
+def _distance(a: PyTree, b: PyTree) -> Array:
+    """‖b − a‖ over the parameter leaves."""
+    return tree_norm(tree_sub(b, a))
+
+
+def _chain_length(stacked: PyTree) -> Array:
+    """Σ_i ‖θ_{i+1} − θ_i‖ over the K points of a stacked pytree."""
+    K = num_stacked(stacked, "nodes")
+    return sum(tree_norm(tree_sub(tree_index(stacked, i + 1), tree_index(stacked, i)))
+               for i in range(K - 1))
+
+
+def _chain_and_chord(stacked: PyTree) -> tuple[Array, Array]:
+    K = num_stacked(stacked, "nodes")
+    return _chain_length(stacked), _distance(tree_index(stacked, 0), tree_index(stacked, K - 1))
+
+
 def geodesic_ratio(nodes: AbstractPath | Sequence[PyTree] | PyTree, ts=None) -> Array:
-    """Freeman & Bruna's normalised geodesic length Σ_i ‖θ_{i+1} − θ_i‖ / ‖θ_N − θ_1‖.
+    """Freeman & Bruna's normalised geodesic length Σ_i ‖θ_{i+1} − θ_i‖ / ‖θ_N − θ_1‖ (the length of
+    a string of beads over the distance between its ends; 1 for beads in order on a straight segment).
 
     **Arguments:**
-    - `nodes`: the beads θ_1 … θ_N (a sequence of pytrees or a stacked pytree with leading axis N), or
-      a path (then the length is `path_length(path, ts)` and the chord ‖γ(1) − γ(0)‖).
+    - `nodes`: the beads θ_1 … θ_N, N ≥ 2: a sequence of pytrees, a stacked pytree with leading axis N
+      on every parameter leaf (a flat array of shape (N, D) is one), or a path (then the length is
+      `path_length(path, ts)` and the chord ‖γ(1) − γ(0)‖).
     - `ts`: sampling points for a path (see `path_length`).
 
-    **Returns:** a scalar ≥ 1 (= 1 for collinear, monotonically ordered beads). Raises ``ValueError`` when
-    the endpoints coincide (the ratio is undefined).
+    **Returns:** a scalar ≥ 1 (up to rounding). Raises ``ValueError`` when the first and last points
+    coincide: the ratio is then undefined (0/0 or L/0), and a sentinel such as inf would pass for a
+    number.
     """
     if isinstance(nodes, AbstractPath):
         length = path_length(nodes, ts)
-        chord = tree_norm(jax.tree.map(lambda a, b: b - a, nodes.start, nodes.end))
+        chord = eager_call(_distance, nodes.start, nodes.end)
     else:
+        if ts is not None:
+            raise ValueError("ts is only used when nodes is a path; got ts with a sequence of nodes")
         stacked = stack_trees(nodes, "nodes") if isinstance(nodes, (list, tuple)) else nodes
-        K = jax.tree.leaves(stacked)[0].shape[0]
+        K = num_stacked(stacked, "nodes")
         if K < 2:
             raise ValueError(f"nodes must hold at least 2 points; got {K}")
-        length = sum(
-            tree_norm(jax.tree.map(lambda l, i=i: l[i + 1] - l[i], stacked)) for i in range(K - 1)
-        )
-        chord = tree_norm(jax.tree.map(lambda l: l[-1] - l[0], stacked))
+        length, chord = eager_call(_chain_and_chord, stacked)
     if not float(chord) > 0:
-        raise ValueError("the first and last points coincide: the normalised geodesic length is undefined")
+        raise ValueError("the first and last points of nodes coincide: the normalised geodesic length "
+                         "(length / distance between the ends) is undefined")
     return length / chord

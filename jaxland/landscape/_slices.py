@@ -7,7 +7,7 @@ structure). Two planes are provided:
   o = a, u = (b − a)/‖b − a‖, v = the part of c − a orthogonal to u, normalised (Gram–Schmidt with the
   Euclidean inner product over all leaves), so (α, β) are distances in parameter space and the picture
   has true geometry: a sits at (0, 0), b at (‖b − a‖, 0), c at (⟨c − a, u⟩, ‖c − a − ⟨c − a, u⟩u‖).
-- `random_directions_slice(fn, center, key)`: o = center, u and v random Gaussian directions that are
+- `random_directions_slice(fn, center, key=key)`: o = center, u and v random Gaussian directions that are
   *filter-normalised* (Li et al. 2018, "Visualizing the loss landscape of neural nets", §4):
   every filter (row) of a weight matrix of the direction is rescaled to the norm of the same row of the
   centre, d_{i,:} ← d_{i,:} · ‖θ_{i,:}‖ / ‖d_{i,:}‖ (`filter_normalized_directions`), so that the picture does
@@ -23,7 +23,6 @@ first-layer products W1_o x, W1_u x, W1_v x computed once for the whole slice.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -33,9 +32,24 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._params import check_same_structure, stack_trees, tree_combination
+from .._checks import check_ts
+from .._params import (
+    check_joinable,
+    check_params,
+    combine,
+    num_stacked,
+    param_dtype,
+    param_leaves,
+    partition,
+    stack_trees,
+    tree_axpy,
+    tree_combination,
+    tree_dot,
+    tree_scale,
+    tree_sub,
+)
 from ..engine._evaluate import evaluate_path
-from ..paths._paths import AbstractPath, segment_locate
+from ..paths._paths import AbstractPath, check_scalar_t, check_t, eager_call, segment_locate
 
 
 class Slice(NamedTuple):
@@ -87,22 +101,21 @@ class _PlanePath(AbstractPath):
     coefs: _PlaneCoefs
 
     def __call__(self, t):
-        t = jnp.asarray(t)
-        if t.ndim != 0:
-            raise ValueError(f"a path is called at a scalar t; got t of shape {t.shape}")
-        return tree_combination(self.coefs(t), self.basis)
+        return eager_call(_plane_point, self, check_scalar_t(t))
 
     def combination(self):
         return self.basis, self.coefs
+
+
+def _plane_point(path: _PlanePath, t):
+    return tree_combination(path.coefs(check_t(t)), path.basis)
 
 
 def _grid_values(fn, origin, u, v, alphas, betas, evaluate_kwargs) -> PyTree:
     """F at o + α_i u + β_j v for the grid alphas × betas, shape (n_α, n_β), via `evaluate_path`."""
     na, nb = alphas.shape[0], betas.shape[0]
     G = na * nb
-    dtype = jnp.result_type(*[l for l in jax.tree.leaves(origin)])
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
+    dtype = param_dtype(origin)
     A, B = np.meshgrid(np.asarray(alphas, np.float64), np.asarray(betas, np.float64), indexing="ij")
     coords = np.stack([A.reshape(-1), B.reshape(-1)], axis=1)
     if G == 1:  # one point: a degenerate path (two equal nodes) with breaks (0, 1)
@@ -110,7 +123,7 @@ def _grid_values(fn, origin, u, v, alphas, betas, evaluate_kwargs) -> PyTree:
     Gp = coords.shape[0]
     breaks = np.arange(Gp, dtype=np.float64) / (Gp - 1)
     breaks_d = jnp.asarray(breaks, dtype)
-    path = _PlanePath(_stack3(origin, u, v),
+    path = _PlanePath(stack_trees([origin, u, v], "(origin, u, v)"),
                       _PlaneCoefs(jnp.asarray(coords, dtype), breaks_d))
     # the breaks themselves, as stored (in the parameters' dtype), so that s = 0 exactly at each
     ts = np.asarray(breaks_d)[:G] if G > 1 else np.zeros(1, np.asarray(breaks_d).dtype)
@@ -134,30 +147,10 @@ def _resolution(resolution) -> tuple[int, int]:
     return int(r[0]), int(r[1])
 
 
-def _vdot(a: PyTree, b: PyTree) -> Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
-
-
-def _axpy(alpha, x: PyTree, y: PyTree) -> PyTree:
-    """α x + y leaf by leaf."""
-    return jax.tree.map(lambda p, q: alpha * p + q, x, y)
-
-
-def _sub(x: PyTree, y: PyTree) -> PyTree:
-    return jax.tree.map(lambda p, q: p - q, x, y)
-
-
-def _floating(tree: PyTree, name: str) -> PyTree:
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        raise ValueError(f"{name} has no array leaves")
-    for i, l in enumerate(leaves):
-        if not jnp.issubdtype(jnp.result_type(l), jnp.floating):
-            raise ValueError(f"{name} must have floating-point leaves; leaf {i} has dtype "
-                             f"{jnp.result_type(l)}")
-        if not np.all(np.isfinite(np.asarray(l))):  # NumPy: no compiled kernel per leaf shape
-            raise ValueError(f"{name} contains NaN or inf values (leaf {i})")
-    return jax.tree.map(jnp.asarray, tree)
+def _axis(lo: float, hi: float, n: int) -> np.ndarray:
+    """n equally spaced coordinates from lo to hi; for n = 1 the midpoint (the centre of the range,
+    not its corner)."""
+    return np.array([0.5 * (lo + hi)]) if n == 1 else np.linspace(lo, hi, n)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,26 +168,28 @@ def slice_coordinates(sl: Slice, points, ts=None) -> Float[Array, "P 2"]:
     **Arguments:**
     - `sl`: a `Slice`.
     - `points`: one parameter pytree (of the origin's structure), a list or tuple of them, a stacked
-      pytree (leading axis P on every leaf), or an `AbstractPath` (sampled at `ts`).
+      pytree (leading axis P on every floating-point leaf), or an `AbstractPath` (sampled at `ts`).
+      Only the floating-point leaves are projected.
     - `ts`: for a path, the points t (shape (P,)); default 201 equally spaced points.
 
     **Returns:** shape (P, 2) (P = 1 for one pytree).
     """
+    if not isinstance(sl, Slice):
+        raise TypeError(f"sl must be a Slice (from plane_slice or random_directions_slice); got "
+                        f"{type(sl).__name__}")
     o = sl.origin
-    ref = jax.tree.structure(o)
     if isinstance(points, AbstractPath):
-        ts = jnp.linspace(0.0, 1.0, 201) if ts is None else jnp.asarray(ts)
-        if ts.ndim != 1:
-            raise ValueError(f"ts must have shape (P,); got {ts.shape}")
-        stacked = _sample_path(points, ts)
-    elif isinstance(points, (list, tuple)) and jax.tree.structure(points) != ref:
-        stacked = stack_trees(list(points), "points")
+        ts = np.linspace(0.0, 1.0, 201) if ts is None else check_ts(ts)
+        stacked = _sample_path(points, jnp.asarray(ts, param_dtype(o)))
+    elif isinstance(points, (list, tuple)) and jax.tree.structure(points) != jax.tree.structure(o):
+        stacked = partition(stack_trees(list(points), "points"))[0]
     else:
-        stacked = points
-    if jax.tree.structure(stacked) != ref:
-        raise ValueError(f"points must have the structure of the slice's origin {ref}; got "
-                         f"{jax.tree.structure(stacked)}")
-    leaves, oleaves = jax.tree.leaves(stacked), jax.tree.leaves(o)
+        stacked = partition(points)[0]
+    op = partition(o)[0]
+    if jax.tree.structure(stacked) != jax.tree.structure(op):
+        raise ValueError(f"points must have the structure of the slice's origin "
+                         f"{jax.tree.structure(o)}; got {jax.tree.structure(stacked)}")
+    leaves, oleaves = param_leaves(stacked), param_leaves(op)
     if all(jnp.shape(l) == jnp.shape(ol) for l, ol in zip(leaves, oleaves, strict=True)):
         stacked = jax.tree.map(lambda l: jnp.asarray(l)[None], stacked)  # a single point
     else:
@@ -202,46 +197,46 @@ def slice_coordinates(sl: Slice, points, ts=None) -> Float[Array, "P 2"]:
             if jnp.shape(l)[1:] != jnp.shape(ol):
                 raise ValueError(f"points leaf {i} has shape {jnp.shape(l)}; expected {jnp.shape(ol)} "
                                  f"or (P, *{jnp.shape(ol)})")
-    return _project(o, sl.u, sl.v, stacked)
+        num_stacked(stacked, "points")
+    return _project(op, partition(sl.u)[0], partition(sl.v)[0], stacked)
 
 
 @eqx.filter_jit
 def _sample_path(path, ts):
     # lax.map, not vmap: a path made of segments chosen by `lax.switch` (the Theorem 11 path) would
-    # evaluate every segment at every point under vmap; a sequential map evaluates only its own.
-    return jax.lax.map(path, ts)
+    # evaluate every segment at every point under vmap; a sequential map evaluates only its own. Only
+    # the parameter leaves are returned (an activation function cannot leave a lax.map).
+    return jax.lax.map(lambda t: partition(path(t))[0], ts)
 
 
-@jax.jit
+@eqx.filter_jit
 def _project(o, u, v, stacked):
-    guu, guv, gvv = _vdot(u, u), _vdot(u, v), _vdot(v, v)
+    """(α, β) of the stacked points (parameter leaves only, like o, u, v)."""
+    guu, guv, gvv = tree_dot(u, u), tree_dot(u, v), tree_dot(v, v)
     det = guu * gvv - guv * guv
 
     def one(p):  # the 2 × 2 normal equations by Cramer's rule
-        d = _sub(p, o)
-        ru, rv = _vdot(d, u), _vdot(d, v)
+        d = tree_sub(p, o)
+        ru, rv = tree_dot(d, u), tree_dot(d, v)
         return jnp.stack([(gvv * ru - guv * rv) / det, (guu * rv - guv * ru) / det])
 
     return jax.vmap(one)(stacked)
 
 
-@jax.jit
+@eqx.filter_jit
 def plane_basis(a, b, c):
-    """Gram–Schmidt: u = (b − a)/‖b − a‖, v = w/‖w‖ with w = (c − a) − ⟨c − a, u⟩u (one compiled call)."""
-    e1 = _sub(b, a)
-    n1 = jnp.sqrt(_vdot(e1, e1))
-    u = jax.tree.map(lambda l: l / jnp.where(n1 > 0, n1, 1).astype(l.dtype), e1)
-    e2 = _sub(c, a)
-    cu = _vdot(e2, u)
-    w = _axpy(-cu, u, e2)
-    n2 = jnp.sqrt(_vdot(w, w))
-    v = jax.tree.map(lambda l: l / jnp.where(n2 > 0, n2, 1).astype(l.dtype), w)
-    return u, v, n1, cu, n2, jnp.sqrt(_vdot(e2, e2))
-
-
-@jax.jit
-def _stack3(o, u, v):
-    return jax.tree.map(lambda *ls: jnp.stack(ls), o, u, v)
+    """Gram–Schmidt on the parameter leaves: u = (b − a)/‖b − a‖, v = w/‖w‖ with
+    w = (c − a) − ⟨c − a, u⟩u (one compiled call); every other leaf is a's. Returns
+    (u, v, ‖b − a‖, ⟨c − a, u⟩, ‖w‖, ‖c − a‖)."""
+    e1 = tree_sub(b, a)
+    n1 = jnp.sqrt(tree_dot(e1, e1))
+    u = tree_scale(1 / jnp.where(n1 > 0, n1, 1), e1)
+    e2 = tree_sub(c, a)
+    cu = tree_dot(e2, u)
+    w = tree_axpy(-cu, u, e2)
+    n2 = jnp.sqrt(tree_dot(w, w))
+    v = tree_scale(1 / jnp.where(n2 > 0, n2, 1), w)
+    return u, v, n1, cu, n2, jnp.sqrt(tree_dot(e2, e2))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,7 +264,8 @@ def plane_slice(
     **Arguments:**
     - `fn`: as for `jaxland.evaluate_path` (an `Objective` from `objective_fn`, or params ↦ scalar or
       pytree of scalars).
-    - `a`, `b`, `c`: parameter pytrees of equal structure, not collinear.
+    - `a`, `b`, `c`: parameter pytrees of equal structure, not collinear (any model: only the
+      floating-point leaves span the plane; the other leaves must be equal in a, b, c and are a's).
     - `resolution`: grid points n (or (n_α, n_β)) when `alphas`/`betas` are not given.
     - `margin`: the default grid covers the bounding box of the three points enlarged by this fraction
       of its width/height on every side.
@@ -278,9 +274,9 @@ def plane_slice(
 
     **Returns:** a `Slice` with `anchors` the coordinates of a, b, c, shape (3, 2).
     """
-    a, b, c = _floating(a, "a"), _floating(b, "b"), _floating(c, "c")
-    check_same_structure(a, b, ("a", "b"))
-    check_same_structure(a, c, ("a", "c"))
+    a, b, c = check_params(a, "a"), check_params(b, "b"), check_params(c, "c")
+    check_joinable(a, b, ("a", "b"))
+    check_joinable(a, c, ("a", "c"))
     u, v, n1, cu, n2, scale = plane_basis(a, b, c)
     if not float(n1) > 0:
         raise ValueError("a and b coincide: the plane through a, b, c is undefined")
@@ -293,12 +289,12 @@ def plane_slice(
     lo, hi = anchors.min(0), anchors.max(0)
     pad = margin * (hi - lo)
     if alphas is None:
-        alphas = np.linspace(lo[0] - pad[0], hi[0] + pad[0], na)
+        alphas = _axis(lo[0] - pad[0], hi[0] + pad[0], na)
     if betas is None:
-        betas = np.linspace(lo[1] - pad[1], hi[1] + pad[1], nb)
+        betas = _axis(lo[1] - pad[1], hi[1] + pad[1], nb)
     alphas, betas = _check_grid("alphas", alphas), _check_grid("betas", betas)
     values = _grid_values(fn, a, u, v, alphas, betas, evaluate_kwargs)
-    dt = jnp.result_type(*jax.tree.leaves(a))
+    dt = param_dtype(a)
     return Slice(values, jnp.asarray(alphas, dt), jnp.asarray(betas, dt), a, u, v,
                  jnp.asarray(anchors, dt))
 
@@ -309,33 +305,42 @@ def plane_slice(
 
 
 def filter_normalized_directions(
-    key: PRNGKeyArray, params: PyTree, num: int = 2, *, ignore_1d: bool = True
+    params: PyTree, num: int = 2, *, key: PRNGKeyArray, ignore_1d: bool = True
 ) -> tuple[PyTree, ...]:
     """Random Gaussian directions with every filter rescaled to the norm of the parameters' filter.
 
-    Li et al. (2018), §4: for each weight matrix (leaf with ≥ 2 axes) and each filter i (index along the
-    first axis, the output unit in the `x @ W.T` convention: a row of W1, W2, V1, V2, θ_k),
-    d_{i,…} ← d_{i,…} · ‖θ_{i,…}‖ / ‖d_{i,…}‖. Leaves with ≤ 1 axis (biases, scalars) are set to zero as in
-    their code's default (``ignore_1d=True``), or else rescaled as a whole to the leaf's norm.
-    A filter of θ that is zero gives a zero filter of d.
+    Li et al. (2018), §4: for each weight matrix (parameter leaf with ≥ 2 axes) and each filter i
+    (index along the first axis, the output unit in the `x @ W.T` convention: a row of W1, W2, V1, V2,
+    θ_k; an output channel of an `eqx.nn.Conv2d` kernel; note that a flax `nnx.Linear` kernel is
+    stored (in, out), so there the first axis is an input), d_{i,…} ← d_{i,…} · ‖θ_{i,…}‖ / ‖d_{i,…}‖.
+    Leaves with ≤ 1 axis (biases, scalars) are set to zero as in their code's default
+    (``ignore_1d=True``), or else rescaled as a whole to the leaf's norm. A filter of θ that is zero
+    gives a zero filter of d. Only the parameters (floating-point leaves) get directions; every other
+    leaf (an activation function, an integer array) is the centre's.
 
-    **Arguments:** `key`: PRNG key; `params`: the centre θ (a pytree); `num`: how many directions;
-    `ignore_1d`: see above.
+    **Arguments:**
+    - `params`: the centre θ (any pytree with at least one floating-point leaf).
+    - `num`: how many directions.
+    - `key`: PRNG key (keyword-only).
+    - `ignore_1d`: see above.
 
     **Returns:** a tuple of `num` pytrees of the structure, shapes and dtypes of `params`.
     """
-    params = _floating(params, "params")
-    if int(num) != num or num < 1:
-        raise ValueError(f"num must be a positive integer; got {num}")
-    return _directions(key, params, int(num), bool(ignore_1d))
+    params = check_params(params, "params")
+    if key is None:
+        raise ValueError("key is required: a jax.random.PRNGKey (all randomness is explicit)")
+    if isinstance(num, bool) or int(num) != num or num < 1:
+        raise ValueError(f"num must be a positive integer; got {num!r}")
+    p, rest = partition(params)
+    return tuple(combine(d, rest) for d in _directions(key, p, int(num), bool(ignore_1d)))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
+@eqx.filter_jit
 def _directions(key, params, num: int, ignore_1d: bool):
     leaves, treedef = jax.tree.flatten(params)
     sizes = [int(np.prod(p.shape)) for p in leaves]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    dtype = jnp.result_type(*leaves)
+    dtype = param_dtype(params)
     # one draw for all leaves (one random-bits kernel instead of one per leaf: much faster to compile)
     z = jax.random.normal(key, (num, int(offsets[-1])), dtype)
     out = []
@@ -361,8 +366,8 @@ def _directions(key, params, num: int, ignore_1d: bool):
 def random_directions_slice(
     fn: Callable,
     center: PyTree,
-    key: PRNGKeyArray | None = None,
     *,
+    key: PRNGKeyArray | None = None,
     directions: tuple[PyTree, PyTree] | None = None,
     span: float | tuple[float, float] = 1.0,
     resolution: int | tuple[int, int] = 41,
@@ -376,34 +381,37 @@ def random_directions_slice(
     **Arguments:**
     - `fn`: as for `jaxland.evaluate_path`.
     - `center`: θ*, the parameter pytree at the centre of the picture.
-    - `key`: PRNG key for the directions (`filter_normalized_directions(key, center, 2)`).
-    - `directions`: alternatively, the two directions (δ, η) (pytrees of the centre's structure).
+    - `key`: PRNG key for the directions (`filter_normalized_directions(center, 2, key=key)`),
+      keyword-only.
+    - `directions`: alternatively, the two directions (δ, η) (pytrees of the centre's structure, whose
+      non-floating leaves equal the centre's).
     - `span`: the grid covers α, β ∈ [−span, span] (or ([−s_α, s_α], [−s_β, s_β]) for a pair).
-    - `resolution`: grid points n or (n_α, n_β); `alphas`, `betas`: explicit coordinates instead.
+    - `resolution`: grid points n or (n_α, n_β), equally spaced from −span to span (n = 1: the centre
+      alone); `alphas`, `betas`: explicit coordinates instead.
     - `ignore_1d`: see `filter_normalized_directions`.
     - `evaluate_kwargs`: passed to `evaluate_path`.
 
     **Returns:** a `Slice` with u = δ, v = η and `anchors` = [[0, 0]] (the centre).
     """
-    center = _floating(center, "center")
+    center = check_params(center, "center")
     if directions is None:
         if key is None:
             raise ValueError("random_directions_slice needs a PRNG key or explicit directions")
-        u, v = filter_normalized_directions(key, center, 2, ignore_1d=ignore_1d)
+        u, v = filter_normalized_directions(center, 2, key=key, ignore_1d=ignore_1d)
     else:
         if len(directions) != 2:
             raise ValueError(f"directions must be a pair (δ, η); got {len(directions)} items")
-        u, v = (_floating(d, f"directions[{i}]") for i, d in enumerate(directions))
-        check_same_structure(center, u, ("center", "directions[0]"))
-        check_same_structure(center, v, ("center", "directions[1]"))
+        u, v = (check_params(d, f"directions[{i}]") for i, d in enumerate(directions))
+        check_joinable(center, u, ("center", "directions[0]"))
+        check_joinable(center, v, ("center", "directions[1]"))
     sa, sb = (span, span) if np.ndim(span) == 0 else tuple(span)
     if not (np.isfinite(sa) and np.isfinite(sb) and sa > 0 and sb > 0):
         raise ValueError(f"span must be positive and finite; got {span!r}")
     na, nb = _resolution(resolution)
-    alphas = np.linspace(-sa, sa, na) if alphas is None else alphas
-    betas = np.linspace(-sb, sb, nb) if betas is None else betas
+    alphas = _axis(-sa, sa, na) if alphas is None else alphas
+    betas = _axis(-sb, sb, nb) if betas is None else betas
     alphas, betas = _check_grid("alphas", alphas), _check_grid("betas", betas)
     values = _grid_values(fn, center, u, v, alphas, betas, evaluate_kwargs)
-    dt = jnp.result_type(*jax.tree.leaves(center))
+    dt = param_dtype(center)
     return Slice(values, jnp.asarray(alphas, dt), jnp.asarray(betas, dt), center, u, v,
                  jnp.zeros((1, 2), dt))

@@ -4,7 +4,9 @@ Constructors `linear`, `polychain`, `bezier`, `concat`, `reverse`, `from_functio
 `AbstractPath` (subclass it for your own path), `Segment`, `Polychain`, `Bezier`, `Concat`, `Reverse`,
 `FunctionPath`; and the pytree helpers `check_same_structure`, `stack_trees`, `tree_index`, `tree_norm`
 (from jaxland's parameter layer). A path between any two models of equal structure moves their
-floating-point leaves and carries every other leaf through.
+floating-point leaves and carries every other leaf through (the non-floating leaves of the points
+joined must be equal). Eager calls `path(t)` run through one cached compiled function per path layout
+(`jaxland._eager.eager_call`); t must lie in [0, 1], checked under jit too.
 """
 
 from .._params import (

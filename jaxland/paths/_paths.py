@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._eager import eager_call
 from .._params import (
     check_joinable,
     is_param,
@@ -43,21 +44,59 @@ from .._params import (
 )
 
 
-def _as_scalar_t(t) -> Array:
+def check_t(t: Array) -> Array:
+    """t unchanged, with a check staged by `eqx.error_if` that fires under jit/vmap when t is not in
+    [0, 1] (NaN included)."""
+    return eqx.error_if(t, ~((t >= 0) & (t <= 1)), "t must lie in [0, 1] (a path is defined on [0, 1])")
+
+
+def check_scalar_t(t) -> Array:
+    """The argument check of a path call: t a scalar, returned as a floating array (integers and bools
+    as the default float); a concrete t outside [0, 1] (or not finite) raises ``ValueError`` naming t,
+    a traced one is checked by `check_t` inside the computation."""
     t = jnp.asarray(t)
     if t.ndim != 0:
         raise ValueError(
             f"a path is called at a scalar t; got t of shape {t.shape} (use jax.vmap(path)(ts) "
             "or jaxland.evaluate_path for many t)"
         )
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        if jnp.issubdtype(t.dtype, jnp.complexfloating):
+            raise ValueError(f"t must be a real number in [0, 1]; got dtype {t.dtype}")
+        t = t.astype(jnp.result_type(float))
+    if not isinstance(t, jax.core.Tracer):
+        v = float(t)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"t must lie in [0, 1] (a path is defined on [0, 1]); got t = {v}")
     return t
+
+
+def switch_paths(index: Array, paths, s: Array) -> PyTree:
+    """paths[index](s) with `lax.switch`, for paths whose outputs hold non-array leaves (an
+    activation function, a string): the branches return only their array leaves, and the other
+    leaves (equal across the paths, which are joinable) are taken from the first branch's trace."""
+    statics = []
+
+    def branch(p):
+        def run(s):
+            dyn, static = eqx.partition(p(s), eqx.is_array)
+            statics.append(static)
+            return dyn
+
+        return run
+
+    dyn = jax.lax.switch(index, [branch(p) for p in paths], s)
+    return eqx.combine(dyn, statics[0])
 
 
 class AbstractPath(eqx.Module):
     """A continuous map γ: [0, 1] → parameter pytrees.
 
-    Subclasses implement `__call__(t)` for a scalar t and return a pytree of the endpoints' type.
-    `start` and `end` give γ(0) and γ(1).
+    Subclasses implement `__call__(t)` for a scalar t ∈ [0, 1] and return a pytree of the endpoints'
+    type. `start` and `end` give γ(0) and γ(1). The paths of this module compute γ(t) in a module-level
+    function run through `eager_call` (one compiled function per path layout for eager calls; inline
+    under jit/vmap/grad) and check t: a concrete t outside [0, 1] raises ``ValueError``, a traced one
+    raises at run time through `eqx.error_if`. A subclass can do the same (see `eager_call`).
 
     Optional structure (used by `jaxland.evaluate_path` for its fast paths; the defaults describe a path
     with no known structure):
@@ -66,6 +105,11 @@ class AbstractPath(eqx.Module):
       γ(t) = pieces()[j](s);
     - `combination()`: for a single-piece path, ``(basis, coef_fn)`` with basis a stacked pytree (leading
       axis K) and coef_fn(s) of shape (K,) such that γ(s) = Σ_k coef_fn(s)_k basis_k; or None.
+    - `objective_values(x, y, ts, *, kappa, loss)`: a batched evaluator of the data objective
+      F(γ(t)) = mean L + κR (eq. 7) at the concrete points `ts`, for a path that knows a faster way
+      than vmapping its own `__call__` (the Theorem 11 path groups the t by segment, where a vmapped
+      `lax.switch` would evaluate every segment at every point). `jaxland.evaluate_path` uses it for an
+      `Objective` when it returns an array; the default returns None, meaning "no batched evaluator".
     """
 
     @abc.abstractmethod
@@ -91,6 +135,12 @@ class AbstractPath(eqx.Module):
         return jnp.zeros(t.shape, jnp.int32), t
 
     def combination(self) -> tuple[PyTree, Callable[[Array], Array]] | None:
+        return None
+
+    def objective_values(self, x: Array, y: Array, ts, *, kappa, loss="mse") -> Array | None:
+        """F(γ(t)) at every t in `ts`, shape (P,), or None when the path has no batched evaluator of
+        its own (the default; see the class docstring)."""
+        del x, y, ts, kappa, loss
         return None
 
 
@@ -129,19 +179,26 @@ class Segment(AbstractPath):
         check_joinable(self.a, self.b)
 
     def __call__(self, t: Array) -> PyTree:
-        return tree_lerp(self.a, self.b, _as_scalar_t(t))
+        return eager_call(_segment_point, self, check_scalar_t(t))
 
     def combination(self):
         return stack_trees([self.a, self.b], "endpoints"), LinearCoefs()
 
 
+def _segment_point(path: Segment, t: Array) -> PyTree:
+    return tree_lerp(path.a, path.b, check_t(t))
+
+
 def linear(a: PyTree, b: PyTree) -> Segment:
     """The straight segment γ(t) = (1 − t) a + t b between two parameter pytrees of equal structure.
 
-    **Arguments:** `a`, `b`: pytrees of equal structure and leaf shapes (e.g. two `SkipNet`s).
+    **Arguments:** `a`, `b`: pytrees of equal structure and leaf shapes (e.g. two `SkipNet`s, two
+    `eqx.nn.MLP`s, two flax nnx states); only their floating-point leaves move, every other leaf must
+    be equal in a and b.
 
-    **Returns:** a `Segment` path (the straight segment) with γ(0) = a and γ(1) = b exactly. Different structures raise
-    ``ValueError`` naming both endpoints.
+    **Returns:** a `Segment` path (the straight segment) with γ(0) = a and γ(1) = b exactly. Different
+    structures, or a non-floating leaf that differs (an integer array, an activation), raise
+    ``ValueError`` naming the leaf.
     """
     return Segment(a, b)
 
@@ -184,10 +241,7 @@ class Polychain(AbstractPath):
     breaks: Float[Array, " K"]
 
     def __call__(self, t: Array) -> PyTree:
-        t = _as_scalar_t(t)
-        j, s = self.locate(t)
-        a, b = tree_index(self.nodes, j), tree_index(self.nodes, j + 1)
-        return tree_lerp(a, b, s)
+        return eager_call(_polychain_point, self, check_scalar_t(t))
 
     @property
     def num_nodes(self) -> int:
@@ -204,6 +258,11 @@ class Polychain(AbstractPath):
 
     def pieces(self):
         return tuple(Segment(self.node(i), self.node(i + 1)) for i in range(self.num_nodes - 1))
+
+
+def _polychain_point(path: Polychain, t: Array) -> PyTree:
+    j, s = path.locate(check_t(t))
+    return tree_lerp(tree_index(path.nodes, j), tree_index(path.nodes, j + 1), s)
 
 
 def polychain(nodes, parametrization: str = "uniform") -> Polychain:
@@ -229,10 +288,7 @@ def polychain(nodes, parametrization: str = "uniform") -> Polychain:
     if parametrization == "uniform":
         breaks = np.arange(K, dtype=np.float64) / (K - 1)
     elif parametrization == "arclength":
-        lengths = np.array(
-            [float(tree_norm(tree_sub(tree_index(stacked, i + 1), tree_index(stacked, i))))
-             for i in range(K - 1)]
-        )
+        lengths = np.asarray(eager_call(_node_distances, stacked), np.float64)
         if not np.all(np.isfinite(lengths)) or np.any(lengths <= 0):
             raise ValueError(
                 "arclength parametrization needs distinct consecutive nodes with finite distances; "
@@ -244,6 +300,13 @@ def polychain(nodes, parametrization: str = "uniform") -> Polychain:
     else:
         raise ValueError(f"parametrization must be 'uniform' or 'arclength'; got {parametrization!r}")
     return Polychain(stacked, jnp.asarray(breaks, dtype))
+
+
+def _node_distances(stacked: PyTree) -> Array:
+    """‖θ_{i+1} − θ_i‖ for consecutive nodes of a stacked pytree, shape (K − 1,)."""
+    K = num_stacked(stacked, "nodes")
+    return jnp.stack([tree_norm(tree_sub(tree_index(stacked, i + 1), tree_index(stacked, i)))
+                      for i in range(K - 1)])
 
 
 def _bernstein(s: Array, degree: int) -> Array:
@@ -269,11 +332,14 @@ class Bezier(AbstractPath):
         return num_stacked(self.control_points, "control_points") - 1
 
     def __call__(self, t: Array) -> PyTree:
-        t = _as_scalar_t(t)
-        return tree_combination(_bernstein(t, self.degree), self.control_points)
+        return eager_call(_bezier_point, self, check_scalar_t(t))
 
     def combination(self):
         return self.control_points, BernsteinCoefs(self.degree)
+
+
+def _bezier_point(path: Bezier, t: Array) -> PyTree:
+    return tree_combination(_bernstein(check_t(t), path.degree), path.control_points)
 
 
 def bezier(control_points) -> Bezier:
@@ -290,7 +356,8 @@ def bezier(control_points) -> Bezier:
         stacked = control_points
     K = num_stacked(stacked, "control_points")
     if K < 2:
-        raise ValueError(f"a Bézier curve needs at least 2 control points; got {K}")
+        raise ValueError(f"control_points must hold at least 2 points (a Bézier curve needs at least 2 "
+                         f"control points); got {K}")
     return Bezier(stacked)
 
 
@@ -304,11 +371,7 @@ class Concat(AbstractPath):
     breaks: Float[Array, " J1"]
 
     def __call__(self, t: Array) -> PyTree:
-        t = _as_scalar_t(t)
-        j, s = segment_locate(self.breaks, t)
-        if len(self.paths) == 1:
-            return self.paths[0](s)
-        return jax.lax.switch(j, [lambda s, p=p: p(s) for p in self.paths], s)
+        return eager_call(_concat_point, self, check_scalar_t(t))
 
     def pieces(self):
         return tuple(q for p in self.paths for q in p.pieces())
@@ -329,6 +392,13 @@ class Concat(AbstractPath):
         return jj.astype(jnp.int32), ss
 
 
+def _concat_point(path: Concat, t: Array) -> PyTree:
+    j, s = segment_locate(path.breaks, check_t(t))
+    if len(path.paths) == 1:
+        return path.paths[0](s)
+    return switch_paths(j, path.paths, s)
+
+
 def concat(*paths: AbstractPath, breaks=None, atol: float | None = None) -> Concat:
     """Concatenate paths: γ runs through paths[0], then paths[1], … .
 
@@ -345,7 +415,7 @@ def concat(*paths: AbstractPath, breaks=None, atol: float | None = None) -> Conc
     if len(paths) == 1 and isinstance(paths[0], (list, tuple)):
         paths = tuple(paths[0])
     if len(paths) == 0:
-        raise ValueError("concat needs at least one path")
+        raise ValueError("paths must hold at least one path to concatenate; got none")
     for i, p in enumerate(paths):
         if not isinstance(p, AbstractPath):
             raise TypeError(f"paths[{i}] must be an AbstractPath; got {type(p).__name__}")
@@ -364,7 +434,7 @@ def concat(*paths: AbstractPath, breaks=None, atol: float | None = None) -> Conc
     for i in range(J - 1):
         check_joinable(ends[i], starts[i + 1], (f"paths[{i}].end", f"paths[{i + 1}].start"))
         if atol is not None:
-            gap = float(tree_norm(tree_sub(ends[i], starts[i + 1])))
+            gap = float(eager_call(_gap, ends[i], starts[i + 1]))
             if not gap <= atol:
                 raise ValueError(
                     f"paths[{i}] ends {gap:.3g} away from where paths[{i + 1}] starts (atol={atol})"
@@ -373,14 +443,17 @@ def concat(*paths: AbstractPath, breaks=None, atol: float | None = None) -> Conc
     return Concat(tuple(paths), jnp.asarray(b, dtype))
 
 
+def _gap(a: PyTree, b: PyTree) -> Array:
+    return tree_norm(tree_sub(a, b))
+
+
 class Reverse(AbstractPath):
     """γ_rev(t) = γ(1 − t). **Field:** `path`."""
 
     path: AbstractPath
 
     def __call__(self, t: Array) -> PyTree:
-        t = _as_scalar_t(t)
-        return self.path(1 - t)
+        return eager_call(_reverse_point, self, check_scalar_t(t))
 
     def pieces(self):
         return tuple(reverse(p) for p in reversed(self.path.pieces()))
@@ -400,6 +473,10 @@ class Reverse(AbstractPath):
             return None
         basis, coef = c
         return basis, ReversedCoefs(coef)
+
+
+def _reverse_point(path: Reverse, t: Array) -> PyTree:
+    return path.path(1 - check_t(t))
 
 
 def _reverse_stack(stacked):
@@ -431,7 +508,11 @@ class FunctionPath(AbstractPath):
     fn: Callable
 
     def __call__(self, t: Array) -> PyTree:
-        return self.fn(_as_scalar_t(t))
+        return eager_call(_function_point, self, check_scalar_t(t))
+
+
+def _function_point(path: FunctionPath, t: Array) -> PyTree:
+    return path.fn(check_t(t))
 
 
 def from_function(fn: Callable[[Array], PyTree], start_like: PyTree | None = None) -> FunctionPath:

@@ -2,7 +2,6 @@
 (AutoNEB, Draxler et al.), Dynamic String Sampling (Freeman & Bruna), the depth of a minimum (Theorem
 4), the minimum spanning tree of pairwise barriers, and toy landscapes with known saddles."""
 
-from ._common import geodesic_length as geodesic_length
 from ._curve import CurveResult as CurveResult, fit_curve as fit_curve
 from ._depth import (
     DepthResult as DepthResult,

@@ -1,49 +1,51 @@
-"""Shared pieces of the path searches: parameters as one vector, endpoint checks, the dense
-evaluation of a found path, and the cached default optimiser.
+"""Shared pieces of the path searches: the endpoint checks (parameters as one vector through
+`jaxland._params.ravel`), the dense evaluation of a found path, and the cached default optimiser.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, PyTree
 
-from .._params import check_same_structure
+from .._checks import check_fn
+from .._eager import eager_call
+from .._params import Unravel, check_joinable, ravel
 from ..engine._evaluate import evaluate_path
 from ..paths._paths import AbstractPath
 
 
-def _flatten(tree: PyTree):
-    """(vector, template, static): the inexact-array leaves raveled into one vector."""
-    params, static = eqx.partition(tree, eqx.is_inexact_array)
-    vec, _ = ravel_pytree(params)
-    return vec, params, static
+def _check_endpoints(fn, a, b) -> tuple:
+    """Check the objective and the endpoints of a search; return (θ_a, θ_b, unravel, F(a), F(b)).
 
-
-def _unflattener(template: PyTree, static: PyTree) -> Callable[[Array], PyTree]:
-    _, unravel = ravel_pytree(template)
-    return lambda v: eqx.combine(unravel(v), static)
-
-
-def _check_endpoints(fn, a, b):
-    if not callable(fn):
-        raise TypeError(f"fn must be callable (params -> scalar); got {type(fn).__name__}")
-    check_same_structure(a, b)
-    va, template, static = _flatten(a)
-    vb, _, _ = _flatten(b)
+    θ_a, θ_b are the parameter vectors (`ravel`: the floating-point leaves, in their promoted dtype);
+    `unravel` maps a vector back to a model like a (its other leaves, which must equal b's).
+    """
+    check_fn(fn)
+    check_joinable(a, b)
+    va, unravel = ravel(a)
+    vb, _ = ravel(b)
     if va.shape[0] == 0:
-        raise ValueError("the endpoints have no inexact-array leaves to search over")
+        raise ValueError("a and b have no floating-point array leaves (no parameters to search over)")
     if not jnp.issubdtype(va.dtype, jnp.floating):
-        raise TypeError(f"parameters must be floating point; got {va.dtype}")
-    fa, fb = float(fn(a)), float(fn(b))
+        raise TypeError(f"parameters must be real floating point; got {va.dtype}")
+    if np.array_equal(np.asarray(va), np.asarray(vb)):
+        raise ValueError("a and b coincide: there is no path between two distinct points to search")
+    fa, fb = (float(v) for v in eager_call(_at_both, fn, a, b))
     if not (math.isfinite(fa) and math.isfinite(fb)):
         raise ValueError(f"F must be finite at both endpoints; got F(a) = {fa}, F(b) = {fb}")
-    return va, vb, template, static, fa, fb
+    return va, vb, unravel, fa, fb
+
+
+def _at_both(fn, a, b):
+    return fn(a), fn(b)
+
+
+def _to_trees(unravel: Unravel, a, b, inner) -> list:
+    """[a, unravel(θ_1), …, unravel(θ_K), b]: a path's nodes with the endpoints themselves (so the path
+    found starts and ends exactly at a and b, with their dtypes and non-parameter leaves)."""
+    return [a] + [unravel(v) for v in np.asarray(inner)] + [b]
 
 
 def _dense(fn, path: AbstractPath, points: int, fa: float, fb: float):
@@ -54,16 +56,3 @@ def _dense(fn, path: AbstractPath, points: int, fa: float, fb: float):
         raise FloatingPointError("F is not finite along the path found; lower the learning rate")
     i = int(np.argmax(v))
     return jnp.asarray(ts), values, float(v[i]), float(ts[i]), float(v[i] - max(fa, fb))
-
-
-def geodesic_length(nodes: Array) -> float:
-    """Σ_i ‖θ_{i+1} − θ_i‖ / ‖θ_N − θ_1‖ for flattened nodes of shape (K, D) (Freeman & Bruna).
-
-    Equal to 1 for points in order on the segment; ``inf`` when the ends coincide.
-    """
-    nodes = jnp.asarray(nodes)
-    if nodes.ndim != 2 or nodes.shape[0] < 2:
-        raise ValueError(f"nodes must have shape (K, D) with K >= 2; got {nodes.shape}")
-    total = float(jnp.sum(jnp.linalg.norm(jnp.diff(nodes, axis=0), axis=1)))
-    direct = float(jnp.linalg.norm(nodes[-1] - nodes[0]))
-    return total / direct if direct > 0 else math.inf

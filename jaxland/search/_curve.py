@@ -15,13 +15,14 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._checks import check_positive_float, check_positive_int
 from .._optim import cached_adam
 from ..paths._paths import AbstractPath, bezier, polychain
-from ._common import _check_endpoints, _dense, _unflattener
+from ._common import _check_endpoints, _dense, _to_trees
 
 
 class CurveResult(NamedTuple):
@@ -29,8 +30,8 @@ class CurveResult(NamedTuple):
 
     - `path`: the fitted `Bezier` or `Polychain` (a `Segment` for method "linear").
     - `ts` (P,), `values` (P,): the dense evaluation F(γ(t)) used for the numbers below.
-    - `max_value`: max_t F(γ(t)) on that grid; `t_max`: where.
-    - `barrier`: max_value − max(F(a), F(b)).
+    - `f_max`: max_t F(γ(t)) on that grid; `t_max`: where.
+    - `barrier`: f_max − max(F(a), F(b)).
     - `history`: (steps,) the training objective, the mini-batch mean of F(φ(t)) over t.
     - `evaluations`: number of F evaluations (with gradient) spent training, plus the dense grid.
     - `method`: "bezier", "polychain" or "linear".
@@ -39,7 +40,7 @@ class CurveResult(NamedTuple):
     path: AbstractPath
     ts: Array
     values: Array
-    max_value: float
+    f_max: float
     t_max: float
     barrier: float
     history: Array
@@ -64,8 +65,7 @@ def _curve_point(kind: str, nodes: Array, t: Array) -> Array:
 
 
 @eqx.filter_jit
-def _train_curve(fn, kind, ends, controls, template, static, keys, batch, optimizer, temperature):
-    to_tree = _unflattener(template, static)
+def _train_curve(fn, kind, ends, controls, to_tree, keys, batch, optimizer, temperature):
     dtype = controls.dtype
 
     def mean_F(C, t):
@@ -122,7 +122,9 @@ def fit_curve(
     **Arguments:**
     - `fn`: F, a function of one parameter pytree returning a scalar (e.g. `jaxland.objective_fn(x, y,
       kappa=κ)`, or `jaxland.muller_brown_potential`).
-    - `a`, `b`: the endpoints, pytrees of equal structure (networks, or arrays of shape (d,)).
+    - `a`, `b`: the endpoints, distinct pytrees of equal structure (networks of any kind: a jaxland
+      model, an `eqx.nn.MLP`, a flax nnx state; or arrays of shape (d,)). Only the floating-point
+      leaves are searched over; every other leaf must be equal in a and b and is carried through.
     - `kind`: "bezier" or "polychain"; `bends`: number of free nodes (≥ 1).
     - `steps`, `batch`: the optimisation budget (`steps`·`batch` evaluations of F and its gradient).
     - `learning_rate`: Adam's step size when `optimizer` is None; `optimizer`: any optax transformation.
@@ -130,8 +132,8 @@ def fit_curve(
     - `temperature`: None (Garipov et al.'s mean) or τ > 0 for the smooth maximum above.
     - `points`: size of the uniform t grid of the final dense evaluation.
 
-    **Returns:** `CurveResult` with the path (`jaxland.paths.Bezier` or `Polychain`, endpoints exact)
-    and its barrier.
+    **Returns:** `CurveResult` with the path (`jaxland.paths.Bezier` or `Polychain`; γ(0) = a and
+    γ(1) = b exactly, every leaf in its own dtype) and its barrier.
     """
     if kind not in ("bezier", "polychain"):
         raise ValueError(f"kind must be 'bezier' or 'polychain'; got {kind!r}")
@@ -142,23 +144,24 @@ def fit_curve(
     init_noise = check_positive_float("init_noise", init_noise, allow_zero=True)
     if temperature is not None:
         temperature = check_positive_float("temperature", temperature)
-    va, vb, template, static, fa, fb = _check_endpoints(fn, a, b)
+    va, vb, unravel, fa, fb = _check_endpoints(fn, a, b)
     opt = optimizer if optimizer is not None else cached_adam(check_positive_float("learning_rate",
                                                                         learning_rate))
     key = jax.random.PRNGKey(0) if key is None else key
     k_noise, k_t = jax.random.split(key)
-    frac = (jnp.arange(1, bends + 1, dtype=va.dtype) / (bends + 1))[:, None]
-    controls = va[None] + frac * (vb - va)[None]
+    # the starting nodes on the segment, in host arithmetic (no kernels compiled for set-up)
+    na, nb = np.asarray(va), np.asarray(vb)
+    frac = (np.arange(1, bends + 1) / (bends + 1)).astype(na.dtype)[:, None]
+    controls = jnp.asarray(na[None] + frac * (nb - na)[None])
     if init_noise > 0:
         scale = init_noise * jnp.linalg.norm(vb - va) / math.sqrt(va.shape[0])
         controls = controls + scale * jax.random.normal(k_noise, controls.shape, va.dtype)
-    ends = jnp.stack([va, vb])
-    C, history = _train_curve(fn, kind, ends, controls, template, static,
-                              jax.random.split(k_t, steps), batch, opt, temperature)
-    if not bool(jnp.all(jnp.isfinite(C))):
+    ends = jnp.asarray(np.stack([na, nb]))
+    C, history = _train_curve(fn, kind, ends, controls, unravel, jax.random.split(k_t, steps), batch,
+                              opt, temperature)
+    if not np.all(np.isfinite(np.asarray(C))):
         raise FloatingPointError("curve fitting diverged (non-finite nodes); lower the learning rate")
-    to_tree = _unflattener(template, static)
-    nodes = [a] + [to_tree(C[j]) for j in range(bends)] + [b]
+    nodes = _to_trees(unravel, a, b, C)
     path = bezier(nodes) if kind == "bezier" else polychain(nodes)
     ts, values, vmax, tmax, barrier = _dense(fn, path, points, fa, fb)
     return CurveResult(path, ts, values, vmax, tmax, barrier, history, steps * batch + points, kind)

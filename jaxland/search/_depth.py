@@ -22,19 +22,16 @@ import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from .._checks import check_positive_float, check_positive_int
+from .._checks import check_fn, check_positive_float, check_positive_int
 from .._optim import cached_adam
-from .._params import check_same_structure, tree_index
+from .._params import check_joinable, num_stacked, param_dtype, ravel, tree_index
 from ..paths._paths import AbstractPath
-from ._common import _flatten
 from ._dss import _descend
 from ._search_path import SEARCH_METHODS, search_path
 
@@ -90,13 +87,12 @@ class DepthResult(NamedTuple):
     theorem11: Theorem11Bound | None
 
 
-def _as_list(points) -> list:
+def _as_list(points, name: str = "targets") -> list:
+    """A sequence of pytrees as a list; a stacked pytree (leading axis K on every parameter leaf) as
+    the list of its K points."""
     if isinstance(points, (list, tuple)) and not hasattr(points, "_fields"):
         return list(points)
-    leaves = jax.tree.leaves(points)
-    if not leaves:
-        raise ValueError("targets must hold at least one point")
-    K = jnp.shape(leaves[0])[0]
+    K = num_stacked(points, name)
     return [tree_index(points, i) for i in range(K)]
 
 
@@ -114,25 +110,28 @@ def lower_points(
     """Candidate lower points: descend (optax) from `num` perturbations of the minimum.
 
     Start k is ξ° + radius·‖ξ°‖/√D · z_k with z_k standard normal (D parameters), then `steps` descent
-    steps. Returns (points, evaluations); points are not filtered (`depth` skips those not lower).
+    steps. Returns (points, evaluations); points are not filtered (`depth` skips those not lower). The
+    points have the minimum's structure, leaf dtypes and non-parameter leaves.
     """
     num = check_positive_int("num", num)
     steps = check_positive_int("steps", steps)
     radius = check_positive_float("radius", radius)
-    v0, template, static = _flatten(minimum)
+    check_fn(fn)
+    v0, unravel = ravel(minimum)
+    if v0.shape[0] == 0:
+        raise ValueError("minimum has no floating-point array leaves (no parameters to descend in)")
     opt = optimizer if optimizer is not None else cached_adam(check_positive_float("learning_rate",
                                                                         learning_rate))
     scale = radius * float(jnp.linalg.norm(v0)) / math.sqrt(v0.shape[0])
     if scale == 0:
         scale = radius
-    _, unravel = ravel_pytree(template)
     out, evals = [], 0
     neg_inf = jnp.asarray(-jnp.inf, v0.dtype)  # never reached: run all `steps`
     for k in jax.random.split(key, num):
         x0 = v0 + scale * jax.random.normal(k, v0.shape, v0.dtype)
-        x, _, used = _descend(fn, x0, neg_inf, template, static, steps, opt)
+        x, _, used = _descend(fn, x0, neg_inf, unravel, steps, opt)
         evals += int(used) + 1
-        out.append(eqx.combine(unravel(x), static))
+        out.append(unravel(x))
     return out, evals
 
 
@@ -216,11 +215,12 @@ def depth(
         raise ValueError(f"method must be one of {SEARCH_METHODS}; got {method!r}")
     if eta is not None and not (isinstance(eta, (int, float)) and 0 < eta < 1):
         raise ValueError(f"eta must be a number in (0, 1) or None; got {eta!r}")
+    check_fn(fn)
     f_min = float(fn(minimum))
     if not math.isfinite(f_min):
         raise ValueError(f"F(minimum) must be finite; got {f_min}")
     if min_drop is None:
-        dt = jnp.result_type(*jax.tree.leaves(eqx.filter(minimum, eqx.is_inexact_array)))
+        dt = param_dtype(minimum)
         min_drop = 1000 * float(jnp.finfo(dt).eps) * max(1.0, abs(f_min))
     min_drop = check_positive_float("min_drop", min_drop, allow_zero=True)
     evals = 0
@@ -235,7 +235,7 @@ def depth(
         if not pts:
             raise ValueError("targets must hold at least one point")
     for i, p in enumerate(pts):
-        check_same_structure(minimum, p, ("minimum", f"targets[{i}]"))
+        check_joinable(minimum, p, ("minimum", f"targets[{i}]"))
     vals = np.array([float(fn(p)) for p in pts])
     heights = np.full(len(pts), np.inf)
     best, best_path = -1, None
@@ -244,7 +244,7 @@ def depth(
             continue
         r = search_path(fn, minimum, p, method=method, **search_kwargs)
         evals += int(r.evaluations)
-        heights[i] = r.max_value
+        heights[i] = r.f_max
         if best < 0 or heights[i] < heights[best]:
             best, best_path = i, r.path
     d = float(heights[best] - f_min) if best >= 0 else math.inf

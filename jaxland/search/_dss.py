@@ -20,21 +20,22 @@ from jaxtyping import Array, PyTree
 
 from .._checks import check_positive_float, check_positive_int
 from .._optim import cached_adam
+from ..landscape._metrics import geodesic_ratio
 from ..paths._paths import AbstractPath, linear, polychain
-from ._common import _check_endpoints, _dense, _unflattener, geodesic_length
+from ._common import _check_endpoints, _dense, _to_trees
 
 
 class DSSResult(NamedTuple):
     """What `dss` and `dss_bisect` return.
 
     - `path`: the polychain through the string (endpoints and beads, arc-length parametrisation).
-    - `ts`, `values`, `max_value`, `t_max`, `barrier`: the dense evaluation of that polychain.
+    - `ts`, `values`, `f_max`, `t_max`, `barrier`: the dense evaluation of that polychain.
     - `converged`: True when every segment's maximum is at most the acceptance level.
     - `reason`: why it stopped ("connected", or which budget ran out and on what segment).
     - `level`: the level λ it tried to connect at; `accept_level`: λ + (accept − 1)|λ|.
     - `n_beads`: beads trained (the string has n_beads + 2 nodes); `bead_values`: F at the nodes.
-    - `geodesic_length`: Σ‖θ_{i+1} − θ_i‖ / ‖θ_N − θ_1‖, Freeman & Bruna's normalised length (1 for the
-      straight segment).
+    - `geodesic_ratio`: Σ‖θ_{i+1} − θ_i‖ / ‖θ_N − θ_1‖ over the string, Freeman & Bruna's normalised
+      length (1 for the straight segment; `jaxland.geodesic_ratio`).
     - `max_depth_reached`: the deepest recursion level used.
     - `evaluations`: F evaluations (gradient steps of the beads + segment evaluations + dense grid).
     - `levels`: for `dss_bisect`, the (level, converged) pairs tried; empty for `dss`.
@@ -44,7 +45,7 @@ class DSSResult(NamedTuple):
     path: AbstractPath
     ts: Array
     values: Array
-    max_value: float
+    f_max: float
     t_max: float
     barrier: float
     converged: bool
@@ -53,7 +54,7 @@ class DSSResult(NamedTuple):
     accept_level: float
     n_beads: int
     bead_values: Array
-    geodesic_length: float
+    geodesic_ratio: float
     max_depth_reached: int
     evaluations: int
     levels: tuple
@@ -61,16 +62,14 @@ class DSSResult(NamedTuple):
 
 
 @eqx.filter_jit
-def _segment_values(fn, xa, xb, template, static, ts):
-    to_tree = _unflattener(template, static)
+def _segment_values(fn, xa, xb, to_tree, ts):
     pts = (1 - ts)[:, None] * xa[None] + ts[:, None] * xb[None]
     return jax.vmap(lambda v: fn(to_tree(v)))(pts)
 
 
 @eqx.filter_jit
-def _descend(fn, x0, target, template, static, max_steps, optimizer):
+def _descend(fn, x0, target, to_tree, max_steps, optimizer):
     """Optax descent from x0 until F ≤ target or max_steps steps: (x, F(x), steps used)."""
-    to_tree = _unflattener(template, static)
     f = lambda v: fn(to_tree(v))
 
     def cond(c):
@@ -126,8 +125,8 @@ def dss(
     - `segment_points`: points per segment when looking for its maximum.
     - `points`: size of the final dense grid (default `segment_points` − 1 per segment of the string).
 
-    **Returns:** `DSSResult` (the string as an arc-length polychain, converged, reason, bead count,
-    normalised geodesic length, barrier).
+    **Returns:** `DSSResult` (the string as an arc-length polychain with γ(0) = a and γ(1) = b exactly,
+    converged, reason, bead count, normalised geodesic length, barrier).
     """
     if not (0 < alpha <= 1):
         raise ValueError(f"alpha must lie in (0, 1]; got {alpha!r}")
@@ -137,7 +136,7 @@ def dss(
     max_beads = check_positive_int("max_beads", max_beads, 0)
     bead_steps = check_positive_int("bead_steps", bead_steps)
     sp = check_positive_int("segment_points", segment_points, 3)
-    va, vb, template, static, fa, fb = _check_endpoints(fn, a, b)
+    va, vb, unravel, fa, fb = _check_endpoints(fn, a, b)
     lam = max(fa, fb) if level is None else float(level)
     if not math.isfinite(lam):
         raise ValueError(f"level must be finite; got {level!r}")
@@ -145,13 +144,13 @@ def dss(
     ok_level = lam + (accept - 1) * abs(lam)
     opt = optimizer if optimizer is not None else cached_adam(check_positive_float("learning_rate",
                                                                         learning_rate))
-    ts = jnp.linspace(0.0, 1.0, sp, dtype=va.dtype)
+    ts = jnp.asarray(np.linspace(0.0, 1.0, sp).astype(va.dtype))
     beads, values, depths = [va, vb], [fa, fb], [0]
     n_beads, evals, deepest = 0, 0, 0
     converged, reason = True, "connected"
     i = 0
     while i < len(beads) - 1:
-        v = np.asarray(_segment_values(fn, beads[i], beads[i + 1], template, static, ts), np.float64)
+        v = np.asarray(_segment_values(fn, beads[i], beads[i + 1], unravel, ts), np.float64)
         evals += sp
         if not np.all(np.isfinite(v)):
             raise FloatingPointError(f"F is not finite on segment {i} of the string")
@@ -166,9 +165,10 @@ def dss(
                       f"{ok_level:.6g}")
             break
         j = int(np.argmax(v))
-        x0 = (1 - ts[j]) * beads[i] + ts[j] * beads[i + 1]
-        x, fx, used = _descend(fn, x0, jnp.asarray(target, va.dtype), template, static,
-                               bead_steps, opt)
+        # the bead starts at the segment's highest sampled point (host arithmetic: no kernel to compile)
+        s = np.asarray(ts[j], va.dtype)
+        x0 = jnp.asarray((1 - s) * np.asarray(beads[i]) + s * np.asarray(beads[i + 1]))
+        x, fx, used = _descend(fn, x0, jnp.asarray(target, va.dtype), unravel, bead_steps, opt)
         evals += int(used) + 1
         n_beads += 1
         d = depths[i] + 1
@@ -176,19 +176,18 @@ def dss(
         beads.insert(i + 1, x)
         values.insert(i + 1, float(fx))
         depths[i : i + 1] = [d, d]
-    nodes = jnp.stack(beads)
+    nodes = np.stack([np.asarray(x) for x in beads])
     # drop coincident consecutive nodes (a bead that fell back onto its neighbour) for the path
-    keep = [0] + [k for k in range(1, len(beads)) if float(jnp.linalg.norm(nodes[k] - nodes[k - 1])) > 0]
+    keep = [0] + [k for k in range(1, len(beads)) if np.any(nodes[k] != nodes[k - 1])]
     if keep[-1] != len(beads) - 1:
         keep[-1] = len(beads) - 1
-    to_tree = _unflattener(template, static)
-    tree_nodes = [a] + [to_tree(nodes[k]) for k in keep[1:-1]] + [b]
+    tree_nodes = _to_trees(unravel, a, b, [jnp.asarray(nodes[k]) for k in keep[1:-1]])
     path = polychain(tree_nodes, "arclength") if len(keep) > 2 else linear(a, b)
     n_points = points if points is not None else (sp - 1) * (len(keep) - 1) + 1
     n_points = check_positive_int("points", n_points, 2)
     ts_d, vals, vmax, tmax, barrier = _dense(fn, path, n_points, fa, fb)
     return DSSResult(path, ts_d, vals, vmax, tmax, barrier, converged, reason, lam, ok_level,
-                     n_beads, jnp.asarray(values), geodesic_length(nodes), deepest,
+                     n_beads, jnp.asarray(values), float(geodesic_ratio(nodes)), deepest,
                      evals + n_points, (), "dss")
 
 
@@ -210,14 +209,15 @@ def dss_bisect(
     of F on the straight segment, where it connects at once), and halve the bracket `iterations` times.
 
     **Returns:** the `DSSResult` of the lowest level that connected, with `levels` holding every
-    (level, converged) pair tried. Its `max_value` is an upper bound on the minimax height (a path
+    (level, converged) pair tried. Its `f_max` is an upper bound on the minimax height (a path
     achieving it exists); the highest failing level is evidence of a lower bound.
     """
     iterations = check_positive_int("iterations", iterations, 0)
-    va, vb, template, static, fa, fb = _check_endpoints(fn, a, b)
+    va, vb, unravel, fa, fb = _check_endpoints(fn, a, b)
     lo = max(fa, fb) if lower is None else float(lower)
     if upper is None:
-        seg = _segment_values(fn, va, vb, template, static, jnp.linspace(0.0, 1.0, 65, dtype=va.dtype))
+        grid = jnp.asarray(np.linspace(0.0, 1.0, 65).astype(va.dtype))
+        seg = _segment_values(fn, va, vb, unravel, grid)
         upper = float(jnp.max(seg))
     hi = float(upper)
     if not hi >= lo:

@@ -112,7 +112,7 @@ def pairwise_heights(
     """
     if method not in SEARCH_METHODS:
         raise ValueError(f"method must be one of {SEARCH_METHODS}; got {method!r}")
-    pts = _as_list(minima)
+    pts = _as_list(minima, "minima")
     K = len(pts)
     if K < 2:
         raise ValueError(f"minima must hold at least 2 points; got {K}")
@@ -122,6 +122,6 @@ def pairwise_heights(
         H[i, i] = float(fn(pts[i]))
         for j in range(i + 1, K):
             r = search_path(fn, pts[i], pts[j], method=method, **search_kwargs)
-            H[i, j] = H[j, i] = r.max_value
+            H[i, j] = H[j, i] = r.f_max
             evals += int(r.evaluations)
     return H, evals

@@ -19,16 +19,17 @@ from jaxtyping import Array, PyTree
 
 from .._checks import check_positive_float, check_positive_int
 from .._optim import cached_adam
+from .._params import check_joinable, num_stacked, ravel, tree_index
 from ..paths._paths import AbstractPath, polychain
-from ._common import _check_endpoints, _dense, _flatten, _unflattener
+from ._common import _check_endpoints, _dense, _to_trees
 
 
 class NEBResult(NamedTuple):
     """What `neb` returns.
 
     - `path`: the polychain through the final pivots (uniform parametrisation: pivot j at t = j/(K−1)).
-    - `ts`, `values`, `max_value`, `t_max`, `barrier`: the dense evaluation between pivots and what it
-      gives (`max_value` is the saddle-height estimate).
+    - `ts`, `values`, `f_max`, `t_max`, `barrier`: the dense evaluation between pivots and what it
+      gives (`f_max` is the saddle-height estimate).
     - `pivot_values`: (K,) F at the pivots; `climbing_index`: the pivot that climbed (−1 if none).
     - `history`: (total steps,) the highest pivot value after each step, all rounds concatenated.
     - `rounds`: AutoNEB rounds run; `evaluations`: F evaluations (with gradient) plus the dense grid.
@@ -38,7 +39,7 @@ class NEBResult(NamedTuple):
     path: AbstractPath
     ts: Array
     values: Array
-    max_value: float
+    f_max: float
     t_max: float
     barrier: float
     pivot_values: Array
@@ -89,9 +90,8 @@ def _redistribute(X: Array, ci: Array) -> Array:
 
 
 @eqx.filter_jit
-def _neb_relax(fn, X, template, static, spring, use_spring, steps, climb_from, optimizer):
+def _neb_relax(fn, X, to_tree, spring, use_spring, steps, climb_from, optimizer):
     """Relax the interior pivots of X (K, D) for `steps` steps; endpoints fixed."""
-    to_tree = _unflattener(template, static)
     vg = jax.vmap(jax.value_and_grad(lambda v: fn(to_tree(v))))
     a, b = X[0], X[-1]
     K = X.shape[0]
@@ -118,6 +118,9 @@ def _neb_relax(fn, X, template, static, spring, use_spring, steps, climb_from, o
             dist = jnp.linalg.norm(jnp.diff(Xf, axis=0), axis=1)
             force = force + spring * (dist[1:] - dist[:-1])[:, None] * tau
         force = jnp.where(is_ci, -G + 2 * gpar * tau, force)
+        # F may be computed in a wider dtype than the parameters (float64 data, float32 weights under
+        # x64): the tangent weights then promote the force; the pivots keep the parameters' dtype
+        force = force.astype(inner.dtype)
         u, state = optimizer.update(-force, state, inner)
         inner = optax.apply_updates(inner, u)
         if not use_spring:
@@ -132,9 +135,8 @@ def _neb_relax(fn, X, template, static, spring, use_spring, steps, climb_from, o
 
 
 @eqx.filter_jit
-def _between_pivots(fn, X, template, static, s):
+def _between_pivots(fn, X, to_tree, s):
     """F on the segments between consecutive pivots at local coordinates s (S,): shape (K−1, S)."""
-    to_tree = _unflattener(template, static)
     pts = X[:-1, None, :] * (1 - s)[None, :, None] + X[1:, None, :] * s[None, :, None]
     return jax.vmap(jax.vmap(lambda v: fn(to_tree(v))))(pts)
 
@@ -184,8 +186,8 @@ def neb(
     - `rounds`, `insert`: AutoNEB rounds and new pivots per round.
     - `init`: optional stacked pytree (leading axis K) of initial pivots, endpoints included.
 
-    **Returns:** `NEBResult` with the polychain through the pivots, its barrier and the saddle estimate
-    `max_value`.
+    **Returns:** `NEBResult` with the polychain through the pivots (γ(0) = a, γ(1) = b exactly), its
+    barrier and the saddle estimate `f_max`.
     """
     K = check_positive_int("pivots", pivots, 3)
     steps = check_positive_int("steps", steps)
@@ -197,28 +199,33 @@ def neb(
         raise ValueError(f"climb_after must lie in [0, 1]; got {climb_after!r}")
     use_spring = spring is not None
     k_spring = check_positive_float("spring", spring) if use_spring else 0.0
-    va, vb, template, static, fa, fb = _check_endpoints(fn, a, b)
+    va, vb, unravel, fa, fb = _check_endpoints(fn, a, b)
     opt = optimizer if optimizer is not None else cached_adam(check_positive_float("learning_rate",
                                                                         learning_rate))
     if init is None:
-        X = va[None] + jnp.linspace(0.0, 1.0, K, dtype=va.dtype)[:, None] * (vb - va)[None]
+        # evenly on the segment, in host arithmetic (no kernels compiled for set-up)
+        na, nb = np.asarray(va), np.asarray(vb)
+        X = jnp.asarray(na[None] + np.linspace(0.0, 1.0, K).astype(na.dtype)[:, None] * (nb - na)[None])
     else:
-        X = jax.vmap(lambda tr: _flatten(tr)[0])(init)
-        if X.shape[1] != va.shape[0] or X.shape[0] < 3:
-            raise ValueError(f"init must stack at least 3 pytrees like a (leading axis K); got "
-                             f"flattened shape {X.shape}")
-        X = X.at[0].set(va).at[-1].set(vb)
-    s = jnp.linspace(0.0, 1.0, pps + 2, dtype=va.dtype)[1:-1]
+        Ki = num_stacked(init, "init")
+        if Ki < 3:
+            raise ValueError(f"init must stack at least 3 pytrees like a (leading axis K); got K = {Ki}")
+        first = tree_index(init, 0)
+        check_joinable(a, first, ("a", "init[0]"))
+        X = np.stack([np.asarray(ravel(tree_index(init, i))[0]) for i in range(Ki)]).astype(va.dtype)
+        X[0], X[-1] = np.asarray(va), np.asarray(vb)
+        X = jnp.asarray(X)
+    s = jnp.asarray(np.linspace(0.0, 1.0, pps + 2)[1:-1].astype(va.dtype))
     climb_from = int(round(climb_after * steps)) if climb else steps + 1
     histories, evals, r = [], 0, 0
     for r in range(1, rounds + 1):
-        X, V, hist = _neb_relax(fn, X, template, static, jnp.asarray(k_spring, va.dtype),
-                                use_spring, steps, climb_from, opt)
+        X, V, hist = _neb_relax(fn, X, unravel, jnp.asarray(k_spring, va.dtype), use_spring, steps,
+                                climb_from, opt)
         histories.append(hist)
         evals += steps * (X.shape[0] - 2)
         if r == rounds or insert == 0:
             break
-        dense = np.asarray(_between_pivots(fn, X, template, static, s), np.float64)
+        dense = np.asarray(_between_pivots(fn, X, unravel, s), np.float64)
         evals += dense.size
         Vn = np.asarray(V, np.float64)
         excess = dense.max(axis=1) - np.maximum(Vn[:-1], Vn[1:])
@@ -226,19 +233,17 @@ def neb(
         order = [j for j in np.argsort(-excess) if excess[j] > 0][: min(insert, room)]
         if not order:
             break
-        new = []
-        for j in range(X.shape[0]):
-            new.append(X[j])
+        new, Xn, sn = [], np.asarray(X), np.asarray(s)
+        for j in range(Xn.shape[0]):
+            new.append(Xn[j])
             if j in order:
-                sj = s[int(np.argmax(dense[j]))]
-                new.append((1 - sj) * X[j] + sj * X[j + 1])
-        X = jnp.stack(new)
-    if not bool(jnp.all(jnp.isfinite(X))):
+                sj = sn[int(np.argmax(dense[j]))]
+                new.append((1 - sj) * Xn[j] + sj * Xn[j + 1])
+        X = jnp.asarray(np.stack(new))
+    if not np.all(np.isfinite(np.asarray(X))):
         raise FloatingPointError("NEB diverged (non-finite pivots); lower the learning rate")
-    to_tree = _unflattener(template, static)
     Kf = X.shape[0]
-    nodes = [a] + [to_tree(X[j]) for j in range(1, Kf - 1)] + [b]
-    path = polychain(nodes)
+    path = polychain(_to_trees(unravel, a, b, X[1:-1]))
     V = np.asarray(V, np.float64)
     ci = int(np.argmax(V[1:-1])) + 1 if climb else -1
     n_points = (Kf - 1) * (pps + 1) + 1

@@ -29,13 +29,14 @@ def search_path(fn, a, b, *, method: str = "bezier", **kwargs) -> Any:
 
     "linear" evaluates the straight segment (no search; keyword `points`); "bezier" and "polychain" call
     `fit_curve(kind=method)`; "neb" calls `neb`; "dss" calls `dss_bisect`. Keyword arguments go to the
-    method. Every result has `path`, `max_value`, `t_max`, `barrier` and `evaluations`.
+    method. Every result has `path` (γ(0) = a, γ(1) = b exactly), `f_max` (the highest F found along
+    it), `t_max`, `barrier` and `evaluations`.
     """
     if method == "linear":
         points = check_positive_int("points", kwargs.pop("points", 257), 2)
         if kwargs:
             raise TypeError(f"method 'linear' takes only `points`; got {sorted(kwargs)}")
-        _, _, _, _, fa, fb = _check_endpoints(fn, a, b)
+        _, _, _, fa, fb = _check_endpoints(fn, a, b)
         path = linear(a, b)
         ts, values, vmax, tmax, barrier = _dense(fn, path, points, fa, fb)
         return CurveResult(path, ts, values, vmax, tmax, barrier, jnp.zeros((0,)), points, "linear")

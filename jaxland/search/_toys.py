@@ -159,7 +159,17 @@ class PermutationCounterexample(NamedTuple):
 
 
 def hidden_determinant(net: TwoLayer, x: Array) -> Array:
-    """det H with H = σ(X W1ᵀ) the (3, 3) activation matrix of the counterexample (points × units)."""
+    """det H with H = σ(X W1ᵀ) the (3, 3) activation matrix of the counterexample (points × units).
+
+    **Arguments:** `net`: a `TwoLayer` with 3 hidden units; `x`: the 3 points, shape (3, n) with n
+    the input dimension of `net`.
+    """
+    if not isinstance(net, TwoLayer):
+        raise TypeError(f"net must be a TwoLayer; got {type(net).__name__}")
+    m, n = net.W1.shape
+    if jnp.shape(x) != (m, n) or m != 3:
+        raise ValueError(f"x must have shape (3, {n}) (one row per point, as many as hidden units, "
+                         f"3); got shape {jnp.shape(x)} for a net with {m} hidden units")
     return jnp.linalg.det(relu(x @ net.W1.T))
 
 
