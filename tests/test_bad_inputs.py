@@ -441,13 +441,11 @@ CASES = [
         "linear_objective-W",
         lambda s: jl.linear_objective(jnp.ones((1, 3)), s.x, s.y),
         "W",
-        marks=_xf("construct"),
     ),
     case(
         "pinv_apply-A",
         lambda s: jl.pinv_apply(jnp.ones(3), jnp.ones((3, 1))),
         "A",
-        marks=_xf("construct"),
     ),
     case("connect-kappa", lambda s: jl.connect(s.net, s.net_b, s.x, s.y, kappa=-1.0), "kappa"),
     case("connect-eta", lambda s: jl.connect(s.net, s.net_b, s.x, s.y, kappa=0.0, eta=1.5), "eta"),
@@ -534,7 +532,6 @@ CASES = [
         "hessian_trace_batch-point_batch_size",
         lambda s: jl.hessian_trace_batch(s.F, s.stacked, key=s.key, point_batch_size=0),
         "point_batch_size",
-        marks=_xf("second-order"),
     ),
     case(
         "spectral_density-num_steps",
@@ -552,7 +549,6 @@ CASES = [
         "lanczos_tridiag-v0-rank2",
         lambda s: jl.lanczos_tridiag(lambda v: v, jnp.ones((2, 2)), num_steps=2, key=s.key),
         "v0",
-        marks=_xf("second-order"),
     ),
     case(
         "classify_critical_point-grad_tol",
@@ -593,26 +589,22 @@ CASES = [
         "unit_free_objective-lam",
         lambda s: jl.unit_free_objective(jl.UnitFree.wrap(s.two), s.x, s.y, lam="a"),
         "lam",
-        marks=_xf("theory"),
     ),
     case(
         "planted_saddle-net",
         lambda s: jl.planted_saddle("net", key=s.key),
         "net",
-        marks=_xf("theory"),
     ),
     case(
         "ResidualChain.init-depth",
         lambda s: jl.ResidualChain.init(s.key, d_x=2, depth=0),
         "depth",
-        marks=_xf("theory"),
     ),
     case("polynomial_hinge-p", lambda s: jl.polynomial_hinge(p=0), "p"),
     case(
         "half_squared_error-shapes",
         lambda s: jl.half_squared_error(jnp.ones((6, 1)), jnp.ones(6)),
         "y",
-        marks=_xf("theory"),
     ),
     # ---- alignment ------------------------------------------------------------------------------
     case("align-method", lambda s: jl.align(s.net, s.net_b, method="sinkhorn"), "method"),

@@ -65,6 +65,12 @@ def linear_objective(
 ) -> Array:
     """F_lin(W) = (1/N) Σ_s ℓ(W x_s, y_s) + κ‖W‖₁ (eq. 12's linear model with its regulariser, the
     `Linear` rule of `regularizer`; ‖·‖₁ entrywise). With κ = 0 it is F_2 of Theorem 6."""
+    ws, xs = jnp.shape(W), jnp.shape(x)
+    if len(ws) != 2:
+        raise ValueError(f"W must have shape (d_y, n); got {ws}")
+    if len(xs) != 2 or xs[1] != ws[1]:
+        raise ValueError(f"W has {ws[1]} columns, so x must have shape (N, {ws[1]}); got {xs}")
+    kappa = check_kappa(kappa)
     return jnp.mean(get_loss(loss)(x @ W.T, y)) + kappa * jnp.sum(jnp.abs(W))
 
 

@@ -34,6 +34,11 @@ def pinv_apply(A: Float[Array, "d m"], Z: Float[Array, "d k"]) -> tuple[Array, A
     **Returns:** (A⁺Z of shape (m, k), the ratio σ_min/σ_max; 0 when A = 0 or when A has more rows
     than columns, where rank A = d is impossible).
     """
+    if jnp.ndim(A) != 2:
+        raise ValueError(f"A must be a matrix of shape (d, m); got shape {jnp.shape(A)}")
+    if jnp.ndim(Z) != 2 or jnp.shape(Z)[0] != jnp.shape(A)[0]:
+        raise ValueError(f"Z must have shape ({jnp.shape(A)[0]}, k) (the rows of A); got shape "
+                         f"{jnp.shape(Z)}")
     U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
     smax = jnp.max(s)
     cut = PINV_RTOL_FACTOR * jnp.finfo(A.dtype).eps * smax

@@ -201,6 +201,6 @@ def hessian_trace_batch(
     if not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer; got {num_probes!r}")
     bs = _check_batch_size(batch_size, num_probes)
-    pbs = _check_batch_size(point_batch_size, B)
+    pbs = _check_batch_size(point_batch_size, B, "point_batch_size")
     keys = jax.vmap(lambda kk: jax.random.split(kk, num_probes))(jax.random.split(key, B))
     return _trace_batch_jit(fn, points, keys, bs, pbs)

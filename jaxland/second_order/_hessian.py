@@ -272,7 +272,7 @@ def _stack_size(points) -> int:
     return num_stacked(points, "points")
 
 
-def _check_batch_size(batch_size, B):
+def _check_batch_size(batch_size, B, name="batch_size"):
     if batch_size is None:
         # vmapping whole Hessian-vector products (different points, or probes through one
         # linearisation) turns every GEMM into a batched matmul, which XLA:CPU runs ~2-3x slower
@@ -280,7 +280,7 @@ def _check_batch_size(batch_size, B):
         # the vmapped program is the fast one.
         return B if jax.default_backend() in ("gpu", "tpu", "cuda", "rocm") else 1
     if not isinstance(batch_size, int) or not 1 <= batch_size:
-        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
+        raise ValueError(f"{name} must be a positive integer or None; got {batch_size!r}")
     return min(batch_size, B)
 
 

@@ -204,6 +204,10 @@ def lanczos_tridiag(
     **Returns:** `Tridiag(alpha (K,), beta (K−1,), residual (), num_steps ())`; with m =
     `num_steps` < K only `alpha[:m]`, `beta[:m−1]` are T_m (the rest is zero).
     """
+    if jnp.ndim(v0) != 1 or jnp.shape(v0)[0] < 1:
+        raise ValueError(f"v0 must be a non-empty vector of shape (P,); got shape {jnp.shape(v0)}")
+    if not callable(matvec):
+        raise TypeError(f"matvec must be a callable (P,) -> (P,); got {type(matvec).__name__}")
     K = int(num_steps)
     tol = _check_tol(tol)
     _check_which(which)

@@ -103,7 +103,10 @@ class ExtraNeuron(eqx.Module):
 
 
 def _check_lam(lam):
-    v = float(lam)
+    try:
+        v = float(lam)
+    except (TypeError, ValueError):
+        raise TypeError(f"lam must be a finite number >= 0; got {lam!r}") from None
     if not (v >= 0 and math.isfinite(v)):
         raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
 

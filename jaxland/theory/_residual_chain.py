@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_key, check_positive_int
 from .._params import combine, partition
 from ..construct._linear_predictor import best_linear_predictor
 from ..model._losses import LossFn, get_loss
@@ -91,6 +92,11 @@ class ResidualChain(eqx.Module):
         dtype=None,
     ) -> ResidualChain:
         """W with N(0, 1/d_x) entries, V_l with N(0, 1/(d_z·depth)), θ_l He-normal."""
+        check_key(key)
+        for name, v in (("d_x", d_x), ("d_y", d_y), ("depth", depth), ("d_z", d_z)):
+            check_positive_int(name, v)
+        for i, h in enumerate(hidden):
+            check_positive_int(f"hidden[{i}]", h)
         dtype = dtype or jnp.result_type(float)
         kw, *ks = jax.random.split(key, 2 * depth + 1)
         W = jax.random.normal(kw, (d_y, d_x), dtype) / math.sqrt(d_x)
@@ -200,6 +206,9 @@ def planted_saddle(net: ResidualChain, *, key: PRNGKeyArray) -> ResidualChain:
 
     **Returns:** the `ResidualChain` at the planted critical point.
     """
+    if not isinstance(net, ResidualChain):
+        raise TypeError(f"net must be a ResidualChain; got {type(net).__name__}")
+    check_key(key)
     d_x = net.in_features
     d = max(net.V[0].shape[1], d_x)
     t1 = jax.random.normal(key, (d, d_x), net.W.dtype)

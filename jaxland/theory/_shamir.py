@@ -180,6 +180,10 @@ def shamir_check(
 
 def half_squared_error(pred: Float[Array, "N d_y"], y: Float[Array, "N d_y"]) -> Float[Array, " N"]:
     """½‖f(x) − y‖² per sample (Shamir's normalisation of the squared loss)."""
+    ps, ys = jnp.shape(pred), jnp.shape(y)
+    if len(ps) != 2 or ys != ps:
+        hint = " (use y[:, None] for a single output)" if ys == ps[:1] and ps[-1:] == (1,) else ""
+        raise ValueError(f"y must have the shape of pred {ps}; got {ys}{hint}")
     return 0.5 * jnp.sum((pred - y) ** 2, axis=-1)
 
 
