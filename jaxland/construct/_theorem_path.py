@@ -60,11 +60,12 @@ from jaxtyping import Array, PyTree
 
 from .._batching import bucket, pad_chunks, pad_rows, rows_per_chunk
 from .._checks import check_kappa, check_ts
+from .._eager import eager_call
 from .._params import check_same_structure
 from ..model._losses import LossFn
 from ..model._models import Linear, NoSkipNet, ResidualLinear, SkipNet, TwoLayer
 from ..model._objective import check_data, objective
-from ..paths._paths import AbstractPath
+from ..paths._paths import AbstractPath, check_scalar_t, check_t
 from ._cluster import MergePlan, _merge_plan, check_eps
 from ._steps import (
     _Balance,
@@ -186,36 +187,29 @@ class TheoremPath(AbstractPath):
 
 
 def _path_at(path: TheoremPath, t) -> PyTree:
-    k, s = path._locate(t)
+    k, s = path._locate(check_t(t))
     # closures, not bound methods: equinox hashes a bound method by its (possibly traced) fields
     return path.convert(lax.switch(k, [(lambda s, g=g: g(s)) for g in path.segments], s))
 
 
 def _diag_at(path: TheoremPath, t) -> tuple[Array, Array]:
-    k, s = path._locate(t)
+    k, s = path._locate(check_t(t))
     return lax.switch(k, [(lambda s, g=g: g.diag(s)) for g in path.segments], s)
 
 
-@eqx.filter_jit
-def _jitted(fn, path, t):
-    return fn(path, t)
-
-
 def _compiled_call(fn, path, t):
-    """fn(path, t) through one module-level `eqx.filter_jit`, keyed on (fn, the path's structure and
-    static fields, the shape and dtype of t): an eager call compiles once and is reused by every later
-    call, instead of tracing and compiling `lax.switch` over freshly built closures on every call
-    (about 1 s and ~170 memory maps each). Inside an outer jit/vmap/grad it is traced inline. `t` is
-    made an array of the path's dtype first: a Python float is then a traced value, not a static
-    argument, and a Python float, a NumPy scalar and a jax scalar all reach the same program."""
-    if jnp.ndim(t) != 0:
-        raise ValueError(f"a path is called at a scalar t; got t of shape {jnp.shape(t)} (use "
-                         "jax.vmap(path)(ts) or jaxland.evaluate_path for many t)")
+    """fn(path, t) through `jaxland._eager.eager_call`: an eager call compiles once per path
+    structure and is reused by every later call, instead of tracing and compiling `lax.switch` over
+    freshly built closures on every call (about 1 s and ~170 memory maps each); inside an outer
+    jit/vmap/grad it is traced inline. t is checked as every path checks it (`check_scalar_t`: a
+    scalar in [0, 1], under jit by `check_t`) and made an array of the path's dtype first — on the
+    host when concrete, so a Python float, a NumPy scalar and a jax scalar reach the same program."""
+    t = check_scalar_t(t)
     if isinstance(t, jax.core.Tracer):
         t = t.astype(path.dtype)
-    else:  # converted on the host: no eager conversion op (one small compilation per input type)
+    else:
         t = jnp.asarray(np.asarray(t, dtype=np.dtype(path.dtype)))
-    return _jitted(fn, path, t)
+    return eager_call(fn, path, t)
 
 
 # ----------------------------------------------------------------------------------------------
