@@ -195,15 +195,13 @@ def main(argv=None) -> dict:
     ]  # training samples used for the statistics and the landscape (as many as test)
     x_sub, y_sub = x_train[:n], y_train[:n]
 
-    # -- 1. two models, one static structure -------------------------------------------------------
-    # Two separately built equinox models differ in their BatchNorm state indices (static fields),
-    # so a path between them would be refused: the second takes the first one's structure.
+    # -- 1. two models ------------------------------------------------------------------------------
+    # `make_with_state` names each BatchNorm's state index by its key path, so two models built the
+    # same way have the same static structure and can be joined by a path.
     model_a, state0 = eqx.nn.make_with_state(CNN)(jax.random.PRNGKey(1), cfg["width"])
+    model_b, _ = eqx.nn.make_with_state(CNN)(jax.random.PRNGKey(2), cfg["width"])
     params_a0, static = eqx.partition(model_a, eqx.is_inexact_array)
-    other = eqx.filter(
-        eqx.nn.make_with_state(CNN)(jax.random.PRNGKey(2), cfg["width"])[0], eqx.is_inexact_array
-    )
-    params_b0 = jax.tree.unflatten(jax.tree.structure(params_a0), jax.tree.leaves(other))
+    params_b0 = eqx.filter(model_b, eqx.is_inexact_array)
     opt = optax.adam(3e-3)  # one object for both runs: one compiled training kernel
     runs = {}
     for name, p0, seed in (("A", params_a0, 10), ("B", params_b0, 20)):
