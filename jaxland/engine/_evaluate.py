@@ -37,12 +37,14 @@ from jaxtyping import Array, PyTree
 from .._checks import check_ts
 from ..model._objective import Objective, check_data
 from ..paths._paths import AbstractPath
+from . import _plain
 from ._chunks import (
     _Batches,
     _chunked,
     _global,
     _make_batches,
     _make_mesh,
+    _on_cpu,
     _peak_bytes,
     _round_chunk,
     default_memory_budget,
@@ -146,6 +148,7 @@ def _trace_key(dyn, static, batch_size, dtype):
             tuple(jax.tree.leaves(static)),
             batch_size,
             str(np.dtype(dtype)),
+            bool(jax.config.jax_enable_x64),
         )
         hash(key)
     except TypeError:
@@ -257,8 +260,12 @@ def evaluate_path(
         return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,
                                     n_pdev, n_ddev, dtype, sweep)
 
-    # plain evaluation: check what fn returns, and the per-point memory from a liveness walk over
-    # one point's jaxpr
+    if mesh is None:
+        # the plain kernel (`jaxland.engine._plain`): one executable, a loop over groups of points
+        return _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype)
+
+    # sharded over a mesh: vmapped chunks of points inside `shard_map`. Check what fn returns, and
+    # the per-point memory from a liveness walk over one point's jaxpr
     dyn_all, static_all = eqx.partition((fn, path, data, batches), eqx.is_array)
 
     def one_dyn(dyn, t):
@@ -290,3 +297,20 @@ def evaluate_path(
         return _run_plain(fn, path, tc, data, batches, batch_size, mesh, data_axis)
 
     return _chunked(run_chunk, ts_np, chunk, mesh, dtype)
+
+
+def _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype):
+    """F(γ(t)) with the plain kernel on one device (`jaxland.engine._plain`)."""
+    dyn_all, static_all = eqx.partition((fn, path, data, batches), eqx.is_array)
+    leaves, treedef = jax.tree.flatten(dyn_all)
+
+    def point(*args):
+        *lv, t = args
+        f, p, d, b = eqx.combine(jax.tree.unflatten(treedef, lv), static_all)
+        return _plain_point(f, p, t, d, b, batch_size, None)
+
+    key = _trace_key(dyn_all, static_all, batch_size, dtype)
+    pl = _plain.plan(point, leaves, jnp.asarray(0.5, dtype), identity_key=key,
+                     chunk_size=chunk_size, budget=budget, on_cpu=_on_cpu(None),
+                     num_points=ts_np.shape[0])
+    return jax.tree.map(jnp.asarray, _plain.plain_values(pl, leaves, ts_np, dtype))

@@ -30,8 +30,16 @@ from .._params import tree_combination
 from ..model._losses import get_loss
 from ..model._models import NoSkipNet, SkipNet, TwoLayer, relu
 from ..model._objective import Objective
-from ._chunks import _CPU_CHUNK_BYTES, _Batches, _chunked, _make_batches, _on_cpu, _round_chunk
-from ._sweep import sweep_batch_rows, sweep_values, use_sweep
+from ._chunks import (
+    _CPU_CHUNK_BYTES,
+    _Batches,
+    _chunked,
+    _looped,
+    _make_batches,
+    _on_cpu,
+    _round_chunk,
+)
+from ._sweep import sweep_batch_rows, sweep_values, switch_fraction, use_sweep
 
 _STRUCTURED_MODELS = (SkipNet, NoSkipNet, TwoLayer)
 
@@ -159,6 +167,23 @@ def _run_structured(obj, basis, coef_fn, s, batches, ax, mesh, data_axis):
         check_vma=False,
     )(dyn, s, batches, ax)
 
+@functools.partial(eqx.filter_jit, donate="none")
+def _run_structured_loop(obj, basis, coef_fn, s, n_groups, batches, ax, group: int):
+    """F at the first n_groups·group points of s (cap,) of one piece, in ONE executable: a
+    `fori_loop` over groups of `group` points with a traced trip count (the buffers are allocated
+    once per call, not once per chunk; see `jaxland.engine._plain`)."""
+    cap = s.shape[0]
+    shape = jax.eval_shape(lambda: _structured_chunk(obj, basis, coef_fn, s[:group], batches, ax,
+                                                     None))
+
+    def body(i, out):
+        sg = jax.lax.dynamic_slice_in_dim(s, i * group, group)
+        v = _structured_chunk(obj, basis, coef_fn, sg, batches, ax, None)
+        return jax.lax.dynamic_update_slice_in_dim(out, v, i * group, 0)
+
+    return jax.lax.fori_loop(0, n_groups, body, jnp.zeros((cap,), shape.dtype))
+
+
 def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, data_axis, n_pdev,
                          n_ddev, dtype, sweep=None):
     pieces = path.pieces()
@@ -201,8 +226,14 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
 
     sweep_batches = {}  # rows per batch -> the data re-batched for the sweep
     for idx, basis, coef_fn, csz in work:
+        s_piece = s[idx]
+
+        def fraction(basis=basis, coef_fn=coef_fn, s_piece=s_piece):
+            return switch_fraction(basis, coef_fn, obj.x, float(s_piece.min()), float(s_piece.max()))
+
         if mesh is None and use_sweep(sweep, coef_fn, idx.shape[0],
-                                      obj.num_samples * basis.W1.shape[-2], _on_cpu(None)):
+                                      obj.num_samples * basis.W1.shape[-2], _on_cpu(None),
+                                      fraction):
             rows = sweep_batch_rows(basis.W1.shape[-2], batches.x.shape[1])
             if rows not in sweep_batches:  # the pieces of one path share it
                 sweep_batches[rows] = _make_batches(obj.x, obj.y, rows)[0]
@@ -216,11 +247,18 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
             axspec = P(None, None, data_axis) if data_axis is not None else P()
             ax = jax.device_put(ax, NamedSharding(mesh, axspec))
         chunk = common if use_common else _round_chunk(csz, n_pdev, idx.shape[0])
+        if mesh is None:
 
-        def run_chunk(sc, basis=basis, coef_fn=coef_fn, ax=ax):
-            return _run_structured(obj, basis, coef_fn, sc, batches, ax, mesh, data_axis)
+            def run_loop(sc, n_groups, basis=basis, coef_fn=coef_fn, ax=ax, chunk=chunk):
+                return _run_structured_loop(obj, basis, coef_fn, sc, n_groups, batches, ax, chunk)
 
-        vals = _chunked(run_chunk, s[idx], chunk, mesh, dtype)
+            (vals,) = _looped(run_loop, s[idx], chunk, dtype)
+        else:
+
+            def run_chunk(sc, basis=basis, coef_fn=coef_fn, ax=ax):
+                return _run_structured(obj, basis, coef_fn, sc, batches, ax, mesh, data_axis)
+
+            vals = _chunked(run_chunk, s[idx], chunk, mesh, dtype)
         if out is None:
             out = np.zeros((Pn,), np.asarray(vals).dtype)
         out[idx] = np.asarray(vals)

@@ -42,15 +42,24 @@ from ..paths._paths import BernsteinCoefs, LinearCoefs, ReversedCoefs
 
 __all__: list[str] = []
 
-#: points of one piece from which the sweep replaces the point-by-point kernel on CPU (below it the
-#: sweep's set-up, four N × m × r products and the grouping of switches, is not repaid)
+#: the dispatch rule (`use_sweep`): on CPU a straight piece with P points is swept iff
+#: P ≥ SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f, where f is the fraction of the N·m
+#: (sample, unit) entries whose ReLU switches between the piece's first and last point
+#: (`switch_fraction`). Cost model: the point kernel costs ≈ c·N·m·r per point; the sweep costs a
+#: set-up ≈ SWEEP_MIN_POINTS points' worth (the grouping of the switches) plus ≈ f·N·m switch
+#: updates of 3r numbers each, and O(N·r) per point; so the crossover P* = a + b·f does not depend
+#: on the shape. Fitted on the reference and wide-input problems of benchmarks/bench_paths.py
+#: (f ≈ 0.5 for two random networks: P* ≈ 190; see benchmarks/README.md, "dispatch").
 SWEEP_MIN_POINTS = 24
+SWEEP_POINTS_PER_SWITCH = 336
 #: and only when the data have at least this many (sample, unit) entries N·m: below it a point costs
 #: microseconds and compiling the sweep's kernels (one per point count and switch-list size bucket)
 #: is not repaid
 SWEEP_MIN_ENTRIES = 1 << 16
 #: samples per data chunk of the sweep: bounds the N·m-sized arrays (switch list, A, D)
 _SWEEP_SAMPLE_ENTRIES = 1 << 22
+#: rows of x on which `switch_fraction` estimates f
+_FRACTION_ROWS = 64
 
 
 def sweep_batch_rows(m: int, batch_size: int | None) -> int:
@@ -60,12 +69,38 @@ def sweep_batch_rows(m: int, batch_size: int | None) -> int:
     return cap if batch_size is None else min(cap, int(batch_size))
 
 
-def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool) -> bool:
-    """Whether `evaluate_path` sweeps a piece: `sweep` True (wherever the piece is affine) or None
-    (automatic: on CPU, ≥ SWEEP_MIN_POINTS points on the piece and ≥ SWEEP_MIN_ENTRIES entries N·m)."""
+def switch_fraction(basis, coef_fn, x, s_lo: float, s_hi: float) -> float:
+    """f: the fraction of (sample, unit) entries whose breakpoint t = −A/D lies in [s_lo, s_hi)
+    (A = W1_α x, D = W1_β x for the piece W1(s) = W1_α + s W1_β), estimated on `_FRACTION_ROWS`
+    evenly spaced rows of x (in NumPy: no compilation; ≈ 1 ms)."""
+    N = x.shape[0]
+    rows = np.asarray(x[:: max(1, N // _FRACTION_ROWS)][:_FRACTION_ROWS], np.float64)
+    W1 = np.asarray(basis.W1, np.float64)  # (K, m, n)
+    c0 = np.asarray(coef_fn(jnp.asarray(0.0)), np.float64)
+    c1 = np.asarray(coef_fn(jnp.asarray(1.0)), np.float64)
+    Wa = np.tensordot(c0, W1, axes=1)
+    Wb = np.tensordot(c1 - c0, W1, axes=1)
+    A, D = rows @ Wa.T, rows @ Wb.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(D == 0, np.inf, -A / np.where(D == 0, 1.0, D))
+    return float(np.mean((t >= s_lo) & (t < s_hi)))
+
+
+def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool, fraction=None) -> bool:
+    """Whether `evaluate_path` sweeps a piece with `count` points: `sweep` True (wherever the piece
+    is affine), False (never) or None (automatic: on CPU, ≥ SWEEP_MIN_ENTRIES entries N·m and
+    count ≥ SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f with f = `fraction()`, the switching
+    fraction of `switch_fraction`; f = 1 when `fraction` is None)."""
     if sweep is False or not affine_coefficients(coef_fn):
         return False
-    return sweep is True or (on_cpu and count >= SWEEP_MIN_POINTS and entries >= SWEEP_MIN_ENTRIES)
+    if sweep is True:
+        return True
+    if not (on_cpu and entries >= SWEEP_MIN_ENTRIES and count >= SWEEP_MIN_POINTS):
+        return False
+    if count >= SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH:  # the sweep wins whatever f ≤ 1
+        return True
+    f = 1.0 if fraction is None else fraction()
+    return count >= SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH * f
 
 
 def affine_coefficients(coef_fn) -> bool:
