@@ -1,23 +1,32 @@
 """Batched evaluation of a function F along a path: F(γ(t_1)), …, F(γ(t_P)) at once.
 
-`evaluate_path(fn, path, ts)` evaluates many path points with `jax.vmap` inside `jax.jit`, in chunks of
-points sized to a memory budget, optionally splitting the data into batches (the mean accumulated
-exactly as a sum of per-sample losses divided by N once), and sharded over all local devices.
+`evaluate_path(fn, path, ts)` picks one of its kernels by a cost model (no timing, no calibration):
 
-**Structured fast path.** When `fn` is a data objective built by `objective_fn` and the path's pieces are
-combinations γ(s) = Σ_k c_k(s) B_k of a few `SkipNet` / `NoSkipNet` / `TwoLayer` networks (segments,
-polychains, Bézier curves, their concatenations and reversals), the objective is evaluated as
+1. **The structured kernels** — when `fn` is a data objective built by `objective_fn` and the path's
+   pieces are combinations γ(s) = Σ_k c_k(s) B_k of a few `SkipNet` / `NoSkipNet` / `TwoLayer`
+   networks (segments, polychains, Bézier curves, their concatenations and reversals):
+   - first layer: W1(s) x = Σ_k c_k(s) (W1_k x), the K products W1_k x computed once per piece;
+   - output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, small products first (`_fold_layers`);
+   - the *point kernel* (`jaxland.engine._structured`): one executable per piece, a loop over the
+     points inside it;
+   - the *breakpoint sweep* (`jaxland.engine._sweep`), on CPU, for a straight piece with P points
+     when P ≥ 24 + 336·f, f the fraction of the N·m (sample, unit) ReLUs that switch on the piece
+     (≈ 0.5 between two random networks, so P ≥ ≈ 190): the sweep costs a fixed ≈ f·N·m switch
+     updates plus O(N) per point, the point kernel ≈ N·m·r per point; the constants are the
+     crossover measured on both problems of benchmarks/bench_paths.py.
+2. **The plain kernel** (`jaxland.engine._plain`) — any other function (a user's own loss, any
+   model: an `eqx.nn.MLP`, a CNN, a dict of arrays) and any path: one executable per call, a
+   `fori_loop` over groups of k points with a traced trip count; k from one point's traced FLOPs
+   and peak memory (k = 1 for a point above 2 MFLOP on CPU, up to 64 for cheap points, as many as
+   fit in half the memory budget on an accelerator); with a convolution on CPU a Python loop over a
+   jitted group instead (XLA:CPU runs convolutions inside loops in a slow layout). The compiled
+   kernel is cached by the traced computation, so a fresh lambda computing the same thing does not
+   recompile.
+3. **Sharded** — with several devices (or a `mesh`), chunks of points vmapped inside `shard_map`,
+   sized to the memory budget, the data optionally split over a "data" axis.
 
-- first layer: W1(s) x = Σ_k c_k(s) (W1_k x): the K products W1_k x (N × m each) are computed once per
-  piece, so the n × m first-layer product is not recomputed per point;
-- output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, multiplying the small W2 V1 (d_y × d_o) first, so the
-  N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product); g's
-  linear first and last layers are folded the same way (θ_1 V2 and W2 V1 θ_k, see `_fold_layers`);
-- straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland._sweep`, which updates the
-  product with the hidden layer only where a ReLU switches between consecutive points.
-
-Values equal the plain evaluation to rounding; `structured=False` switches it off. Anything else (a user
-function, a `from_function` path, another model) is evaluated plainly.
+Data can be split into batches (`batch_size`): the mean is accumulated exactly as a sum of per-sample
+losses divided by N once. Values do not depend on the kernel beyond floating-point rounding.
 """
 
 from __future__ import annotations
@@ -170,13 +179,14 @@ def evaluate_path(
     mesh: Mesh | None = None,
     devices: Sequence | None = None,
 ) -> PyTree:
-    """F(γ(t)) at every t in `ts`, batched: vmap over points inside jit, chunked, sharded.
+    """F(γ(t)) at every t in `ts`: one compiled loop over the points, or the structured kernels.
 
     **Arguments:**
     - `fn`: the function to evaluate. One of
       * an `Objective` from `objective_fn(x, y, kappa=…, loss=…)` (the data objective F of eq. 7;
-        fastest: exact data batching and the structured fast path);
-      * a callable `fn(params) -> scalar or pytree of scalars` (loss, accuracy, regulariser, …);
+        fastest: exact data batching and the structured kernels);
+      * a callable `fn(params) -> scalar or pytree of scalars` (loss, accuracy, regulariser, …) for
+        any model (non-array leaves such as an activation function are carried through);
       * with `data`: a callable `fn(params, batch) -> …` that is a *mean* over the batch; with
         `batch_size` the data are split into batches and the result is Σ_b (n_b/N) fn(params, batch_b),
         exact for a mean.
@@ -184,23 +194,37 @@ def evaluate_path(
     - `ts`: shape (P,), values in [0, 1] (rank, finiteness and range are checked: ``ValueError``).
     - `data`: pytree of arrays with a common leading axis N, passed to `fn` (not with an `Objective`).
     - `batch_size`: rows per data batch (default: all N at once).
-    - `chunk_size`: points per vmapped chunk (default: as many as fit in `memory_budget`). Results do
-      not depend on it beyond floating-point rounding. When all P points fit in one chunk, the chunk
-      is P rounded up to the next 2^e or 3·2^e (padding by repeating the last t), so that calls with
-      varying P (refinement rounds, slices) reuse a few compiled kernels.
-    - `memory_budget`: bytes one chunk may use per device (default `default_memory_budget()`); the
-      per-point need is estimated from the traced computation (liveness over its jaxpr) or, on the
-      structured path, from the layer sizes.
-    - `structured`: use the structured fast path when it applies (see the module docstring).
+    - `chunk_size`: points evaluated together under `jax.vmap` (one group of the loop, or one chunk
+      when sharded). Default: the kernel choice rule below. Results do not depend on it beyond
+      floating-point rounding.
+    - `memory_budget`: bytes one group (chunk) of points may use per device (default
+      `default_memory_budget()`); the per-point need is estimated from the traced computation
+      (liveness over its jaxpr) or, on the structured path, from the layer sizes.
+    - `structured`: use the structured kernels when they apply (see the module docstring).
     - `sweep`: on straight pieces (segments, polychain pieces) of a structured path, evaluate by
-      sweeping the ReLU breakpoints (`jaxland._sweep`: exact to rounding, cost independent of the
-      number of points up to O(N) per point). None (default): on CPU, without a mesh, for pieces
-      with ≥ 24 points when N·m ≥ 2^16 (`jaxland._sweep.use_sweep`); True: on every straight piece
-      (no mesh); False: never.
+      sweeping the ReLU breakpoints (`jaxland.engine._sweep`: exact to rounding). None (default):
+      on CPU, without a mesh, when N·m ≥ 2^16 and the piece has P ≥ 24 + 336·f points, f the
+      fraction of (sample, unit) entries whose ReLU switches on the piece (`use_sweep`); True: on
+      every straight piece (no mesh); False: never.
     - `mesh`: a `jax.sharding.Mesh` with an axis "points" (and optionally "data", over which the
       `Objective`'s samples are split and the loss sums `psum`-med). Default: all devices on "points"
       (global devices in a multi-host run after `jax.distributed.initialize()`, same call).
     - `devices`: alternatively, the devices to shard the points over.
+
+    **The kernel choice rule** (cost model from the traced computation; details in
+    `jaxland.engine._plain` and `jaxland.engine._sweep`):
+    - several devices: vmapped chunks inside `shard_map`, as many points per chunk as fit in the
+      budget;
+    - an `Objective` on a structured path: the sweep on a straight piece on CPU with
+      P ≥ 24 + 336·f points, else the structured point kernel (one executable, a loop over groups
+      of points; on CPU groups of one point once a point's working set passes 64 MiB);
+    - anything else: the plain kernel, one executable looping over groups of k points: on CPU k = 1
+      when one point costs ≥ 2 MFLOP (0.5 MFLOP with convolutions), otherwise the largest power of
+      two ≤ 64 with k·FLOPs ≤ 8 MFLOP and k·(peak bytes) ≤ 4 MiB; on an accelerator k = budget /
+      (2·peak bytes); always k·(peak bytes) ≤ `memory_budget`. With a convolution on CPU, a Python
+      loop over one jitted group instead of the device loop. The compiled kernel is cached by the
+      traced computation (jaxpr text and types): a fresh lambda with the same body and captured
+      arrays of the same shapes does not recompile (it is traced again: milliseconds).
 
     **Returns:** the values with a leading axis P: shape (P,) for a scalar fn, a pytree of such arrays
     for a pytree-valued fn.

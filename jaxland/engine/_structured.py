@@ -8,8 +8,13 @@ Bézier curves, their concatenations and reversals) and the function is a data `
 - output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, multiplying the small W2 V1 (d_y × d_o) first, so the
   N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product); g's
   linear first and last layers are folded the same way (θ_1 V2 and W2 V1 θ_k, see `_fold_layers`);
+- the point kernel runs as ONE executable per piece: a `fori_loop` over groups of points with a
+  traced trip count (`_run_structured_loop`), so its buffers are allocated once per call rather than
+  once per chunk (on CPU a group is one point once its working set passes 64 MiB: the reference
+  problem of benchmarks/bench_paths.py ran 1.3–2× faster than with one jitted call per chunk);
 - straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland.engine._sweep`, which updates
-  the product with the hidden layer only where a ReLU switches between consecutive points.
+  the product with the hidden layer only where a ReLU switches between consecutive points, chosen
+  when the piece has P ≥ 24 + 336·f points (`use_sweep`; f the fraction of switching ReLUs).
 
 Values equal the plain evaluation to rounding.
 """
