@@ -135,22 +135,26 @@ def test_float32_matches_point_kernel():
 
 
 def test_switch_fraction_counts_breakpoints():
-    """With at most _FRACTION_ROWS samples, f is the exact fraction of (sample, unit) entries whose
-    breakpoint −A/D lies in [s_lo, s_hi), for a segment and for its reversal (s ↦ 1 − s)."""
+    """With at most _FRACTION_ROWS samples, f is the fraction of (sample, unit) entries whose
+    breakpoint −A/D lies in [s_lo, s_hi), for a segment and for its reversal (s ↦ 1 − s); in float64
+    exactly (no breakpoint lies within rounding of a window end here)."""
     rng = np.random.default_rng(2)
-    a, b = (jax.tree.map(lambda l: jnp.asarray(l, jnp.float32),
-                         _net(jaxland.SkipNet, rng, 3, 7, 1, 2, (2,))) for _ in range(2))
-    x = jnp.asarray(rng.normal(size=(20, 3)), jnp.float32)
-    A = np.asarray(x, np.float64) @ np.asarray(a.W1, np.float64).T
-    D = np.asarray(x, np.float64) @ (np.asarray(b.W1, np.float64) - np.asarray(a.W1)).T
-    t = -A / D
-    for lo, hi in ((0.0, 1.0), (0.2, 0.7)):
-        basis, coefs = jp.linear(a, b).combination()
-        assert sw.switch_fraction(basis, coefs, x, lo, hi) == np.mean((t >= lo) & (t < hi))
-        (piece,) = jp.reverse(jp.linear(a, b)).pieces()
-        basis, coefs = piece.combination()
-        want = np.mean((1 - t >= lo) & (1 - t < hi))  # breakpoints of the reversed segment
-        assert abs(sw.switch_fraction(basis, coefs, x, lo, hi) - want) <= 1 / t.size
+    with jax.enable_x64(True):
+        a, b = (jax.tree.map(jnp.asarray, _net(jaxland.SkipNet, rng, 3, 7, 1, 2, (2,)))
+                for _ in range(2))
+        x = jnp.asarray(rng.normal(size=(20, 3)))
+        A = np.asarray(x) @ np.asarray(a.W1).T
+        D = np.asarray(x) @ (np.asarray(b.W1) - np.asarray(a.W1)).T
+        t = -A / D
+        for lo, hi in ((0.0, 1.0), (0.2, 0.7)):
+            basis, coefs = jp.linear(a, b).combination()
+            # (the mean is taken in float32: 1e-6 is far below the 1/140 step of the count)
+            assert sw.switch_fraction(basis, coefs, x, lo, hi) == pytest.approx(
+                np.mean((t >= lo) & (t < hi)), abs=1e-6)
+            (piece,) = jp.reverse(jp.linear(a, b)).pieces()
+            basis, coefs = piece.combination()
+            want = np.mean((1 - t >= lo) & (1 - t < hi))  # breakpoints of the reversed segment
+            assert sw.switch_fraction(basis, coefs, x, lo, hi) == pytest.approx(want, abs=1e-6)
 
 
 def test_dispatch(monkeypatch):
