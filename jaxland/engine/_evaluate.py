@@ -10,8 +10,8 @@
    - the *point kernel* (`jaxland.engine._structured`): one executable per piece, a loop over the
      points inside it;
    - the *breakpoint sweep* (`jaxland.engine._sweep`), on CPU, for a straight piece with P points
-     when P ≥ 24 + 336·f, f the fraction of the N·m (sample, unit) ReLUs that switch on the piece
-     (≈ 0.5 between two random networks, so P ≥ ≈ 190): the sweep costs a fixed ≈ f·N·m switch
+     when P ≥ 16 + 380·f, f the fraction of the N·m (sample, unit) ReLUs that switch on the piece
+     (≈ 0.5 between two random networks, so P ≥ ≈ 205): the sweep costs a fixed ≈ f·N·m switch
      updates plus O(N) per point, the point kernel ≈ N·m·r per point; the constants are the
      crossover measured on both problems of benchmarks/bench_paths.py.
 2. **The plain kernel** (`jaxland.engine._plain`) — any other function (a user's own loss, any
@@ -203,7 +203,7 @@ def evaluate_path(
     - `structured`: use the structured kernels when they apply (see the module docstring).
     - `sweep`: on straight pieces (segments, polychain pieces) of a structured path, evaluate by
       sweeping the ReLU breakpoints (`jaxland.engine._sweep`: exact to rounding). None (default):
-      on CPU, without a mesh, when N·m ≥ 2^16 and the piece has P ≥ 24 + 336·f points, f the
+      on CPU, without a mesh, when N·m ≥ 2^16 and the piece has P ≥ 16 + 380·f points, f the
       fraction of (sample, unit) entries whose ReLU switches on the piece (`use_sweep`); True: on
       every straight piece (no mesh); False: never.
     - `mesh`: a `jax.sharding.Mesh` with an axis "points" (and optionally "data", over which the
@@ -216,7 +216,7 @@ def evaluate_path(
     - several devices: vmapped chunks inside `shard_map`, as many points per chunk as fit in the
       budget;
     - an `Objective` on a structured path: the sweep on a straight piece on CPU with
-      P ≥ 24 + 336·f points, else the structured point kernel (one executable, a loop over groups
+      P ≥ 16 + 380·f points, else the structured point kernel (one executable, a loop over groups
       of points; on CPU groups of one point once a point's working set passes 64 MiB);
     - anything else: the plain kernel, one executable looping over groups of k points: on CPU k = 1
       when one point costs ≥ 2 MFLOP (0.5 MFLOP with convolutions), otherwise the largest power of

@@ -14,7 +14,7 @@ Bézier curves, their concatenations and reversals) and the function is a data `
   problem of benchmarks/bench_paths.py ran 1.3–2× faster than with one jitted call per chunk);
 - straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland.engine._sweep`, which updates
   the product with the hidden layer only where a ReLU switches between consecutive points, chosen
-  when the piece has P ≥ 24 + 336·f points (`use_sweep`; f the fraction of switching ReLUs).
+  when the piece has P ≥ 16 + 380·f points (`use_sweep`; f the fraction of switching ReLUs).
 
 Values equal the plain evaluation to rounding.
 """

@@ -46,12 +46,13 @@ __all__: list[str] = []
 #: P ≥ SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f, where f is the fraction of the N·m
 #: (sample, unit) entries whose ReLU switches between the piece's first and last point
 #: (`switch_fraction`). Cost model: the point kernel costs ≈ c·N·m·r per point; the sweep costs a
-#: set-up ≈ SWEEP_MIN_POINTS points' worth (the grouping of the switches) plus ≈ f·N·m switch
-#: updates of 3r numbers each, and O(N·r) per point; so the crossover P* = a + b·f does not depend
-#: on the shape. Fitted on the reference and wide-input problems of benchmarks/bench_paths.py
-#: (f ≈ 0.5 for two random networks: P* ≈ 190; see benchmarks/README.md, "dispatch").
-SWEEP_MIN_POINTS = 24
-SWEEP_POINTS_PER_SWITCH = 336
+#: set-up (the grouping of the switches) plus ≈ f·N·m switch updates of 3r numbers each, and O(N·r)
+#: per point; so the crossover P* = a + b·f does not depend on the shape. Measured crossovers
+#: (interleaved timings, CPU and wall time, on benchmarks/bench_paths.py's problems): reference
+#: f = 0.50: P* = 199–214; wide input f = 0.50: 202–205; reference between a and a + 0.1 (b − a),
+#: f = 0.032: 25–32. The line through them: P* = 16 + 380·f (205 for f = 0.5).
+SWEEP_MIN_POINTS = 16
+SWEEP_POINTS_PER_SWITCH = 380
 #: and only when the data have at least this many (sample, unit) entries N·m: below it a point costs
 #: microseconds and compiling the sweep's kernels (one per point count and switch-list size bucket)
 #: is not repaid
