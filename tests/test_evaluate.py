@@ -108,6 +108,41 @@ def test_structured_equals_plain_float64():
         np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-12)
 
 
+@pytest.mark.parametrize("model,kind", [(jaxland.SkipNet, "bezier"), (jaxland.TwoLayer, "reverse")])
+def test_first_layer_direct_and_precomputed_float64(monkeypatch, model, kind):
+    """The point kernel's first layer per point (W1(s) x) and from the precomputed W1_k x equal the
+    plain evaluation to 1e-12 relative in float64 (sums of ~10 products in another order)."""
+    nets, data = make_nets(model), make_data()
+    with jax.enable_x64(True):
+        x, y = to64(data)
+        path = make_path(kind, *to64(nets))
+        obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+        plain = np.asarray(jaxland.evaluate_path(obj, path, TS, structured=False))
+        for pre in (True, False):
+            monkeypatch.setattr(ev, "_first_layer_plan", lambda b, P, cpu, pre=pre: (pre, 1.0))
+            calls = _spy(monkeypatch, ev, "_precompute_first_layer")
+            fast = jaxland.evaluate_path(obj, path, TS)
+            assert bool(calls) == pre
+            np.testing.assert_allclose(np.asarray(fast), plain, rtol=1e-12)
+
+
+def test_first_layer_rule():
+    """Precompute W1_k x on CPU only when it pays (module constants of jaxland.engine._structured):
+    never for n = 16; from P = 4 points for n = 784 and K = 2; always on an accelerator."""
+    def basis(n):  # the stacked endpoints of a segment (K = 2) between reference-sized networks
+        z = np.zeros
+        net = jaxland.SkipNet(z((1024, n)), z((1, 1024)), z((1024, 64)), z((64, 1024)),
+                              (z((64, 64)), z((64, 64))))
+        return jp.linear(net, net).combination()[0]
+
+    assert not ev._first_layer_plan(basis(16), 10**6, True)[0]
+    assert not ev._first_layer_plan(basis(784), 3, True)[0]
+    assert ev._first_layer_plan(basis(784), 4, True)[0]
+    assert ev._first_layer_plan(basis(16), 1, False)[0]
+    # relative cost of the direct kernel at n = 16: (2·65 + 32) / (2·65 + 3·28.7)
+    assert ev._first_layer_plan(basis(16), 100, True)[1] == pytest.approx(162 / 216.1)
+
+
 # The structured kernel folds the layers around g: θ_1 V2 when h_1 ≤ d_g (else V2 then θ_1), the
 # hidden θ_2 … θ_{k−1}, W2 V1 θ_k, and for k = 1 the whole branch into one d_y × m map. Each shape
 # of g takes a different route: (hidden sizes of g, d_g).

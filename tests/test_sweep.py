@@ -159,8 +159,8 @@ def test_switch_fraction_counts_breakpoints():
 
 def test_dispatch(monkeypatch):
     """Automatic use: on CPU, affine pieces with ≥ SWEEP_MIN_ENTRIES data entries and
-    P ≥ SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f points; never for a curved piece, with
-    sweep=False, or below the thresholds; always with sweep=True."""
+    P ≥ scale · (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f) points; never for a curved piece,
+    with sweep=False, or below the thresholds; always with sweep=True."""
     calls = []
     real = sw.sweep_values
 
@@ -180,7 +180,10 @@ def test_dispatch(monkeypatch):
     basis, coefs = jp.linear(a, b).combination()
     f = sw.switch_fraction(basis, coefs, x, 0.0, 1.0)
     assert 0 < f < 1
-    need = int(np.ceil(4 + 40 * f))  # the threshold P* for this piece
+    # the point kernel's cost relative to the fitted one scales the threshold (here clamped to 2)
+    _, rel = st_mod._first_layer_plan(basis, 100, True)
+    scale = 1 / rel
+    need = int(np.ceil(scale * (4 + 40 * f)))  # the threshold P* for this piece
     many = np.linspace(0, 1, need)
     jaxland.evaluate_path(obj, jp.linear(a, b), many)
     assert calls == [need]
@@ -198,7 +201,7 @@ def test_dispatch(monkeypatch):
     # a short window of the segment: fewer units switch inside it, so fewer points suffice
     f_w = sw.switch_fraction(basis, coefs, x, 0.4, 0.6)
     assert f_w < f
-    few = np.linspace(0.4, 0.6, int(np.ceil(4 + 40 * f_w)))
+    few = np.linspace(0.4, 0.6, int(np.ceil(scale * (4 + 40 * f_w))))
     jaxland.evaluate_path(obj, jp.linear(a, b), few)
     assert few.shape[0] < need and calls == [need, 3, few.shape[0]]
     with pytest.raises(TypeError, match="sweep must be None, True or False"):

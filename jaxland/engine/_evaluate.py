@@ -5,15 +5,21 @@
 1. **The structured kernels** — when `fn` is a data objective built by `objective_fn` and the path's
    pieces are combinations γ(s) = Σ_k c_k(s) B_k of a few `SkipNet` / `NoSkipNet` / `TwoLayer`
    networks (segments, polychains, Bézier curves, their concatenations and reversals):
-   - first layer: W1(s) x = Σ_k c_k(s) (W1_k x), the K products W1_k x computed once per piece;
+   - first layer: on CPU W1(s) x per point when n is small (2n flops per (sample, unit) entry
+     against streaming K + 1 arrays of N·m floats: per point cheaper for n ≲ 43), else
+     W1(s) x = Σ_k c_k(s) (W1_k x) from the K products W1_k x computed once per piece when P is
+     large enough to repay them and their fresh buffer (`_first_layer_plan`; always on an
+     accelerator);
    - output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, small products first (`_fold_layers`);
    - the *point kernel* (`jaxland.engine._structured`): one executable per piece, a loop over the
      points inside it;
    - the *breakpoint sweep* (`jaxland.engine._sweep`), on CPU, for a straight piece with P points
-     when P ≥ 16 + 380·f, f the fraction of the N·m (sample, unit) ReLUs that switch on the piece
-     (≈ 0.5 between two random networks, so P ≥ ≈ 205): the sweep costs a fixed ≈ f·N·m switch
-     updates plus O(N) per point, the point kernel ≈ N·m·r per point; the constants are the
-     crossover measured on both problems of benchmarks/bench_paths.py.
+     when P ≥ s·(16 + 380·f), f the fraction of the N·m (sample, unit) ReLUs that switch on the
+     piece (≈ 0.5 between two random networks) and s the ratio of the point kernel's cost per point
+     with the precomputed first layer to this piece's (1 with it; 1.33 at n = 16 without it): the
+     sweep costs a fixed ≈ f·N·m switch updates plus O(N) per point, the point kernel ≈ N·m·r per
+     point; the constants are the crossovers measured on both problems of
+     benchmarks/bench_paths.py (P* ≈ 205 on the wide input, ≈ 275–295 on the reference problem).
 2. **The plain kernel** (`jaxland.engine._plain`) — any other function (a user's own loss, any
    model: an `eqx.nn.MLP`, a CNN, a dict of arrays) and any path: one executable per call, a
    `fori_loop` over groups of k points with a traced trip count; k from one point's traced FLOPs
@@ -203,9 +209,10 @@ def evaluate_path(
     - `structured`: use the structured kernels when they apply (see the module docstring).
     - `sweep`: on straight pieces (segments, polychain pieces) of a structured path, evaluate by
       sweeping the ReLU breakpoints (`jaxland.engine._sweep`: exact to rounding). None (default):
-      on CPU, without a mesh, when N·m ≥ 2^16 and the piece has P ≥ 16 + 380·f points, f the
-      fraction of (sample, unit) entries whose ReLU switches on the piece (`use_sweep`); True: on
-      every straight piece (no mesh); False: never.
+      on CPU, without a mesh, when N·m ≥ 2^16 and the piece has P ≥ s·(16 + 380·f) points, f the
+      fraction of (sample, unit) entries whose ReLU switches on the piece, s the point kernel's
+      relative cost (module docstring; `use_sweep`); True: on every straight piece (no mesh);
+      False: never.
     - `mesh`: a `jax.sharding.Mesh` with an axis "points" (and optionally "data", over which the
       `Objective`'s samples are split and the loss sums `psum`-med). Default: all devices on "points"
       (global devices in a multi-host run after `jax.distributed.initialize()`, same call).
@@ -216,8 +223,9 @@ def evaluate_path(
     - several devices: vmapped chunks inside `shard_map`, as many points per chunk as fit in the
       budget;
     - an `Objective` on a structured path: the sweep on a straight piece on CPU with
-      P ≥ 16 + 380·f points, else the structured point kernel (one executable, a loop over groups
-      of points; on CPU groups of one point once a point's working set passes 64 MiB);
+      P ≥ s·(16 + 380·f) points, else the structured point kernel (one executable, a loop over
+      groups of points; on CPU groups of one point once a point's working set passes 64 MiB; the
+      first layer per point or precomputed, by the cost model of the module docstring);
     - anything else: the plain kernel, one executable looping over groups of k points: on CPU k = 1
       when one point costs ≥ 2 MFLOP (0.5 MFLOP with convolutions), otherwise the largest power of
       two ≤ 64 with k·FLOPs ≤ 8 MFLOP and k·(peak bytes) ≤ 4 MiB; on an accelerator k = budget /

@@ -50,7 +50,10 @@ __all__: list[str] = []
 #: per point; so the crossover P* = a + b·f does not depend on the shape. Measured crossovers
 #: (interleaved timings, CPU and wall time, on benchmarks/bench_paths.py's problems): reference
 #: f = 0.50: P* = 199–214; wide input f = 0.50: 202–205; reference between a and a + 0.1 (b − a),
-#: f = 0.032: 25–32. The line through them: P* = 16 + 380·f (205 for f = 0.5).
+#: f = 0.032: 25–32. The line through them: P* = 16 + 380·f (205 for f = 0.5), for the point
+#: kernel with the precomputed first layer; `use_sweep`'s `scale` adapts it to a point kernel with
+#: another cost per point (the reference problem computes its first layer per point, n = 16:
+#: scale 1.33, P* = 275 for f = 0.5; measured 276–294).
 SWEEP_MIN_POINTS = 16
 SWEEP_POINTS_PER_SWITCH = 380
 #: and only when the data have at least this many (sample, unit) entries N·m: below it a point costs
@@ -91,21 +94,24 @@ def switch_fraction(basis, coef_fn, x, s_lo: float, s_hi: float) -> float:
     return float(_fraction(basis.W1, c0, c1, xs.astype(dtype), s_lo, s_hi))
 
 
-def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool, fraction=None) -> bool:
+def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool, fraction=None,
+              scale: float = 1.0) -> bool:
     """Whether `evaluate_path` sweeps a piece with `count` points: `sweep` True (wherever the piece
     is affine), False (never) or None (automatic: on CPU, ≥ SWEEP_MIN_ENTRIES entries N·m and
-    count ≥ SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f with f = `fraction()`, the switching
-    fraction of `switch_fraction`; f = 1 when `fraction` is None)."""
+    count ≥ scale · (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f) with f = `fraction()`, the
+    switching fraction of `switch_fraction` (f = 1 when `fraction` is None); `scale` is the cost per
+    point of the point kernel the constants were fitted against over this piece's point kernel's
+    (> 1: this one is cheaper, so the sweep pays later; `jaxland.engine._structured`)."""
     if sweep is False or not affine_coefficients(coef_fn):
         return False
     if sweep is True:
         return True
-    if not (on_cpu and entries >= SWEEP_MIN_ENTRIES and count >= SWEEP_MIN_POINTS):
+    if not (on_cpu and entries >= SWEEP_MIN_ENTRIES and count >= scale * SWEEP_MIN_POINTS):
         return False
-    if count >= SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH:  # the sweep wins whatever f ≤ 1
+    if count >= scale * (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH):  # the sweep wins for any f
         return True
     f = 1.0 if fraction is None else fraction()
-    return count >= SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH * f
+    return count >= scale * (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH * f)
 
 
 def affine_coefficients(coef_fn) -> bool:
