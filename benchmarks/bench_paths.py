@@ -300,10 +300,13 @@ def torch_vmap_job(side: TorchSide, S: int, chunk: int, device: str) -> Job:
     return Job("torch_vmap", S, S, run, device=device)
 
 
-def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log) -> list[float]:
+def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log,
+               pause: float = 0.0) -> list[float]:
     """Warm every job up, then `rounds` rounds that run every job once (A B C A B C …), recording
     wall and process CPU time; stops early after `budget_s` seconds of rounds (at least one).
-    Returns the 1-minute load average sampled at the start of every round."""
+    `pause` seconds of sleep before every timed call: PyTorch's OpenMP threads keep spinning for a
+    while after a call, and without the pause the job after a PyTorch one (in this process) pays
+    for it in wall and CPU time. Returns the 1-minute load average at the start of every round."""
     for j in jobs:
         j.warm()
     loads = []
@@ -311,6 +314,7 @@ def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log) -> lis
     for r in range(rounds):
         loads.append(os.getloadavg()[0])
         for j in jobs:
+            time.sleep(pause)
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             j.values = j.run()
@@ -408,13 +412,16 @@ def _med(xs):
 
 def _choice(pb: Problem, P: int, on_cpu: bool) -> str:
     """The kernel `evaluate_path` picks for P points of the segment (its own dispatch rule)."""
+    from jaxland.engine._structured import _first_layer_plan
     from jaxland.engine._sweep import switch_fraction, use_sweep
 
     basis, coefs = pb.path.combination()
     s = Problem.grid(P)
     entries = pb.dims["N"] * pb.dims["m"]
     frac = lambda: switch_fraction(basis, coefs, pb.x, float(s.min()), float(s.max()))  # noqa: E731
-    return "sweep" if use_sweep(None, coefs, P, entries, on_cpu, frac) else "point_kernel"
+    _, rel = _first_layer_plan(basis, P, on_cpu)
+    swept = use_sweep(None, coefs, P, entries, on_cpu, frac, 1.0 / rel)
+    return "sweep" if swept else "point_kernel"
 
 
 def _write(path: Path, payload: dict) -> None:
@@ -443,6 +450,9 @@ def main(argv=None) -> int:
                     help="interleaved rounds (default 3, quick 1); medians are reported")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds after which a problem stops starting new rounds (default: none)")
+    ap.add_argument("--pause", type=float, default=0.5,
+                    help="seconds of sleep before every timed call (lets PyTorch's spinning "
+                         "threads settle; default 0.5)")
     ap.add_argument("--torch-chunk", type=int, default=16, help="points per torch_vmap chunk")
     ap.add_argument("--torch-device", default=None, help="torch device (default: cuda if available)")
     ap.add_argument("--torch-threads", type=int, default=None,
@@ -554,7 +564,7 @@ def main(argv=None) -> int:
                                     em.torch_cross_entropy, P, lambda: None, torch_desc)
                     jobs.append(peer)
             problem_Ps = eqx_Ps
-        round_loads[name] = interleave(jobs, rounds, args.budget, log)
+        round_loads[name] = interleave(jobs, rounds, args.budget, log, args.pause)
 
         peer_per_pt = None if peer is None else _med(peer.wall) / peer.points
         peer_cpu_pt = None if peer is None else _med(peer.cpu) / peer.points
@@ -721,7 +731,7 @@ def main(argv=None) -> int:
     print(f"total wall time {total:.0f} s")
 
     meta = dict(
-        benchmark="bench_paths", quick=args.quick, rounds=rounds, subset=subset,
+        benchmark="bench_paths", quick=args.quick, rounds=rounds, subset=subset, pause_s=args.pause,
         command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         jax=jax.__version__, jaxland=jaxland.__version__, device=jax_device,
         cpu_count=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
