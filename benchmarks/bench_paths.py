@@ -301,26 +301,34 @@ def torch_vmap_job(side: TorchSide, S: int, chunk: int, device: str) -> Job:
 
 
 def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log,
-               pause: float = 0.0) -> list[float]:
+               prime_below: float = 2.0) -> list[float]:
     """Warm every job up, then `rounds` rounds that run every job once (A B C A B C …), recording
     wall and process CPU time; stops early after `budget_s` seconds of rounds (at least one).
-    `pause` seconds of sleep before every timed call: PyTorch's OpenMP threads keep spinning for a
-    while after a call, and without the pause the job after a PyTorch one (in this process) pays
-    for it in wall and CPU time. Returns the 1-minute load average at the start of every round."""
+
+    A job that takes less than `prime_below` seconds is called once, untimed, right before its
+    timed call: what ran just before (PyTorch's OpenMP threads keep spinning for a while after a
+    call, in this process) or an idle pause (thread pools fall asleep) would otherwise be charged to
+    the first milliseconds of the next call, which matters for the short ones only.
+    Returns the 1-minute load average at the start of every round."""
+    last = {}
     for j in jobs:
+        t0 = time.perf_counter()
         j.warm()
+        last[id(j)] = time.perf_counter() - t0
     loads = []
     t_start = time.perf_counter()
     for r in range(rounds):
         loads.append(os.getloadavg()[0])
         for j in jobs:
-            time.sleep(pause)
+            if last[id(j)] < prime_below:
+                j.run()
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             j.values = j.run()
             j.wall.append(time.perf_counter() - t0)
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             j.cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+            last[id(j)] = j.wall[-1]
         log(f"  round {r + 1}/{rounds} done (load {loads[-1]:.2f}, "
             f"{time.perf_counter() - t_start:.0f} s)")
         if budget_s is not None and time.perf_counter() - t_start > budget_s:
@@ -450,9 +458,9 @@ def main(argv=None) -> int:
                     help="interleaved rounds (default 3, quick 1); medians are reported")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds after which a problem stops starting new rounds (default: none)")
-    ap.add_argument("--pause", type=float, default=0.5,
-                    help="seconds of sleep before every timed call (lets PyTorch's spinning "
-                         "threads settle; default 0.5)")
+    ap.add_argument("--prime-below", type=float, default=2.0,
+                    help="a job shorter than this (seconds) gets one untimed call right before each "
+                         "timed one (default 2; 0 disables)")
     ap.add_argument("--torch-chunk", type=int, default=16, help="points per torch_vmap chunk")
     ap.add_argument("--torch-device", default=None, help="torch device (default: cuda if available)")
     ap.add_argument("--torch-threads", type=int, default=None,
@@ -564,7 +572,7 @@ def main(argv=None) -> int:
                                     em.torch_cross_entropy, P, lambda: None, torch_desc)
                     jobs.append(peer)
             problem_Ps = eqx_Ps
-        round_loads[name] = interleave(jobs, rounds, args.budget, log, args.pause)
+        round_loads[name] = interleave(jobs, rounds, args.budget, log, args.prime_below)
 
         peer_per_pt = None if peer is None else _med(peer.wall) / peer.points
         peer_cpu_pt = None if peer is None else _med(peer.cpu) / peer.points
@@ -731,7 +739,7 @@ def main(argv=None) -> int:
     print(f"total wall time {total:.0f} s")
 
     meta = dict(
-        benchmark="bench_paths", quick=args.quick, rounds=rounds, subset=subset, pause_s=args.pause,
+        benchmark="bench_paths", quick=args.quick, rounds=rounds, subset=subset, prime_below_s=args.prime_below,
         command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         jax=jax.__version__, jaxland=jaxland.__version__, device=jax_device,
         cpu_count=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
