@@ -305,10 +305,11 @@ def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log,
     """Warm every job up, then `rounds` rounds that run every job once (A B C A B C …), recording
     wall and process CPU time; stops early after `budget_s` seconds of rounds (at least one).
 
+    After a PyTorch job the loop sleeps a second: PyTorch's OpenMP threads keep spinning for a
+    while after a call, in this process, and the next job would pay for it in wall and CPU time.
     A job that takes less than `prime_below` seconds is called once, untimed, right before its
-    timed call: what ran just before (PyTorch's OpenMP threads keep spinning for a while after a
-    call, in this process) or an idle pause (thread pools fall asleep) would otherwise be charged to
-    the first milliseconds of the next call, which matters for the short ones only.
+    timed call, so that a thread pool that fell asleep meanwhile is not charged to it (this
+    matters for the short ones only).
     Returns the 1-minute load average at the start of every round."""
     last = {}
     for j in jobs:
@@ -329,6 +330,8 @@ def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log,
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             j.cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
             last[id(j)] = j.wall[-1]
+            if j.device.startswith("torch"):
+                time.sleep(1.0)  # until PyTorch's OpenMP threads stop spinning
         log(f"  round {r + 1}/{rounds} done (load {loads[-1]:.2f}, "
             f"{time.perf_counter() - t_start:.0f} s)")
         if budget_s is not None and time.perf_counter() - t_start > budget_s:
