@@ -270,6 +270,24 @@ def jax_loop_job(pb: Problem, S: int, device: str) -> Job:
     return Job("jax_loop", S, S, run, device=device)
 
 
+def eqx_loop_job(a, b, fn, S: int, device: str) -> Job:
+    """The user's function alone: one `eqx.filter_jit` point t ↦ fn((1 − t) a + t b) (compiled once),
+    called in a Python loop over t. The gap between it and `user_function` is what the engine adds;
+    the gap between it and the peer is XLA's code for the user's function against PyTorch's."""
+    ts = Problem.grid(S)
+    pa, rest = eqx.partition(a, eqx.is_inexact_array)
+    pb = eqx.filter(b, eqx.is_inexact_array)
+
+    @jax.jit
+    def point(t):
+        return fn(eqx.combine(jax.tree.map(lambda u, v: u + t * (v - u), pa, pb), rest))
+
+    def run():
+        return _block([point(t) for t in ts])
+
+    return Job("jax_loop", S, S, run, device=device)
+
+
 def peer_job(model_a, model_b, x, y, loss, S: int, side_sync, device: str) -> Job:
     """`loss_landscapes.linear_interpolation(a, b, Loss(loss, x, y), steps=S, deepcopy_model=True)`."""
     import loss_landscapes
@@ -477,6 +495,9 @@ def main(argv=None) -> int:
     ap.add_argument("--big-timeout", type=float, default=None, help="seconds before --big gives up")
     ap.add_argument("--big-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "bench_paths.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the problems that a killed run already wrote to --out (its JSON says "
+                         "partial) and run only the others")
     args = ap.parse_args(argv)
     if args.big_child is not None:
         return big_child(args.big_child)
@@ -528,11 +549,24 @@ def main(argv=None) -> int:
     engine_kw = {} if args.engine_chunk is None else dict(chunk_size=args.engine_chunk)
     out = Path(args.out)
     records, dispatch, user_rows, round_loads = [], [], [], {}
+    done = []
+    if args.resume and out.exists():
+        prev = json.loads(out.read_text())
+        if prev.get("meta", {}).get("partial"):
+            done = [p for p in prev["meta"].get("problems_done", []) if p in problems]
+            records = [r for r in prev["records"] if r["problem"] in done]
+            dispatch = [r for r in prev["dispatch"] if r["problem"] in done]
+            user_rows = [r for r in prev["user_function"] if r["problem"] in done]
+            round_loads = {k: v for k, v in prev["meta"].get("loadavg_per_round", {}).items()
+                           if k in done}
+            print(f"resuming {out}: keeping {done}", flush=True)
 
     def log(msg):
         print(msg, flush=True)
 
     for name in problems:
+        if name in done:
+            continue
         log(f"{name}: warming up, then {rounds} interleaved round(s)")
         peer = None
         if name in PROBLEMS:
@@ -568,6 +602,9 @@ def main(argv=None) -> int:
                 if "user_function" in methods:
                     jobs.append(user_function_job(
                         path, lambda m, x=x, y=y: em.cross_entropy(m, x, y), P, P, jax_device))
+                if "jax_loop" in methods:
+                    jobs.append(eqx_loop_job(a, b, lambda m, x=x, y=y: em.cross_entropy(m, x, y),
+                                             P, jax_device))
                 if have_torch and "loss_landscapes" in methods:
                     tx = torch.from_numpy(np.array(x))
                     ty = torch.from_numpy(np.array(y, dtype=np.int64))
@@ -650,8 +687,9 @@ def main(argv=None) -> int:
                     cpu_ratio_vs_loss_landscapes=_med(peer.cpu) / _med(j.cpu),
                     target=tgt[0], goal=tgt[1],
                     met=None if tgt[0] is None else ratio >= tgt[0]))
-        _write(out, dict(meta=dict(benchmark="bench_paths", partial=True, problems_done=problems[
-            : problems.index(name) + 1]), records=records, dispatch=dispatch,
+        _write(out, dict(meta=dict(benchmark="bench_paths", partial=True, problems_done=[
+            p for p in problems[: problems.index(name) + 1]], loadavg_per_round=round_loads),
+            records=records, dispatch=dispatch,
             user_function=user_rows))
 
     big = None
