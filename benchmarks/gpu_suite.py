@@ -249,7 +249,7 @@ def bench_connect(smoke: bool) -> dict:
         return r.certificate
 
     rec, cert = _timed(lambda: _block(run()), 1)
-    rec.update(problem=d, evaluations=int(cert.n_evals), path_max=float(cert.path_max),
+    rec.update(problem=d, evaluations=int(cert.n_evals), f_max=float(cert.f_max),
                excess=float(cert.excess))
     return rec
 

@@ -258,6 +258,9 @@ def evaluate_path(
         if len(sizes) != 1 or None in sizes:
             raise ValueError(f"data must be a pytree of arrays with one common leading axis N; got "
                              f"leading sizes {sorted(str(s) for s in sizes)}")
+        if sizes == {0}:
+            raise ValueError("data must have at least one row (a mean over no samples is NaN); got "
+                             "leading size N = 0")
         data = jax.tree.map(jnp.asarray, data)
     n_rows = fn.num_samples if isinstance(fn, Objective) else (
         jnp.shape(jax.tree.leaves(data)[0])[0] if data is not None and jax.tree.leaves(data) else 0)
