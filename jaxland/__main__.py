@@ -1,3 +1,5 @@
+"""`python -m jaxland`: the same command line as `jaxland`."""
+
 import sys
 
 from .experiments._cli import main

@@ -117,3 +117,21 @@ def test_no_private_name_across_families():
 def test_subpackage_says_what_it_holds(family):
     mod = importlib.import_module(f"jaxland.{family}")
     assert mod.__doc__ and len(mod.__doc__.split()) >= 8, f"jaxland.{family} needs a docstring"
+
+
+def test_families_are_exactly_the_subpackages_and_the_readme_lists_them():
+    """FAMILIES (what the tests above walk) is every subpackage, and the README's layout table has a
+    row for each, so a new family cannot be left out of either."""
+    found = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert found == set(FAMILIES), f"subpackages {sorted(found)} != FAMILIES {sorted(FAMILIES)}"
+    readme = (ROOT.parent / "README.md").read_text()
+    layout = readme.split("## How the code is laid out", 1)[-1].split("\n## ", 1)[0]
+    missing = [f for f in FAMILIES if f"| `{f}/` |" not in layout]
+    assert not missing, f"README's layout table lacks {missing}"
+
+
+def test_every_module_has_a_docstring():
+    """Every module says what it holds in its first line (the closing note's tree is made of them)."""
+    bare = [str(f.relative_to(ROOT.parent)) for f in ROOT.rglob("*.py")
+            if not ast.get_docstring(ast.parse(f.read_text()))]
+    assert not bare, f"modules without a docstring: {bare}"
