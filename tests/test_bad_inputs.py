@@ -263,6 +263,11 @@ CASES = [
         "batch_size",
     ),
     case(
+        "evaluate_path-batch_size-without-data",
+        lambda s: jl.evaluate_path(lambda p: jl.data_loss(p, s.x, s.y), s.seg, [0.5], batch_size=2),
+        "batch_size",
+    ),
+    case(
         "evaluate_path-chunk_size",
         lambda s: jl.evaluate_path(s.F, s.seg, [0.5], chunk_size=-1),
         "chunk_size",

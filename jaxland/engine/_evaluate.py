@@ -251,6 +251,9 @@ def evaluate_path(
         raise TypeError(f"sweep must be None, True or False; got {sweep!r}")
     if memory_budget is not None and not memory_budget > 0:
         raise ValueError(f"memory_budget must be a positive number of bytes; got {memory_budget}")
+    if batch_size is not None and data is None and not isinstance(fn, Objective):
+        raise ValueError(f"batch_size={batch_size} splits data into batches, but there is no data: "
+                         "pass data=... (fn(params, batch)) or an Objective, or leave batch_size=None")
     if isinstance(fn, Objective) and data is not None:
         raise ValueError("data must be None when fn is an Objective (it carries its own x, y)")
     if data is not None:

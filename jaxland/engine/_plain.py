@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._batching import bucket
-from ._chunks import _aval_bytes, _looped, _sub_jaxprs
+from ._chunks import _looped, _peak_bytes, _sub_jaxprs
 
 __all__: list[str] = []
 
@@ -85,25 +85,13 @@ def point_cost(jaxpr) -> PointCost:
     2·(output size)·(C_in · kernel window) per `conv_general_dilated`; nested jaxprs counted once,
     scan bodies times their length; the peak from a liveness walk over the equations (a nested
     jaxpr adds its own peak while its equation runs)."""
-    last = {}
-    for i, eqn in enumerate(jaxpr.eqns):
-        for v in eqn.invars:
-            if isinstance(v, jax.extend.core.Var):
-                last[v] = i
-    for v in jaxpr.outvars:
-        if isinstance(v, jax.extend.core.Var):
-            last[v] = len(jaxpr.eqns)
     flops, has_conv = 0.0, False
-    live = peak = 0
-    owned = set()
-    for i, eqn in enumerate(jaxpr.eqns):
+    for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         mult = eqn.params.get("length", 1) if name == "scan" else 1
-        inner_peak = 0
         for sub in _sub_jaxprs(eqn):
             c = point_cost(sub)
             flops += mult * c.flops
-            inner_peak = max(inner_peak, c.peak_bytes)
             has_conv |= c.has_conv
         if name == "dot_general":
             (lhs_contract, _), _ = eqn.params["dimension_numbers"]
@@ -115,14 +103,7 @@ def point_cost(jaxpr) -> PointCost:
             spec = eqn.params["dimension_numbers"].rhs_spec
             window = math.prod(rhs[d] for d in spec[2:])
             flops += 2.0 * math.prod(eqn.outvars[0].aval.shape) * rhs[spec[1]] * window
-        out = sum(_aval_bytes(v) for v in eqn.outvars)
-        peak = max(peak, live + inner_peak + out)
-        live += out
-        owned.update(eqn.outvars)
-        for v in [u for u in (*eqn.invars, *eqn.outvars) if isinstance(u, jax.extend.core.Var)]:
-            if v in owned and last.get(v, -1) <= i:
-                live -= _aval_bytes(v)
-                owned.discard(v)
+    peak = _peak_bytes(jaxpr)
     return PointCost(flops, peak, has_conv)
 
 
