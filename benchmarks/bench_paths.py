@@ -1,36 +1,46 @@
-"""Benchmark: the objective F along a straight segment at P path points (issue 3, "Benchmark").
+"""Benchmark: F along a straight segment at P path points, jaxland against loss-landscapes (issues 3, 15).
 
-Reference problem: `SkipNet` (eq. 3) with N = 4096 samples, n = 16, m = 1024, d_g = d_o = 64, g with one
-hidden layer of 64 units, d_y = 1, squared error ("mse": mean over samples of ‖f(x) − y‖²), κ = 0,
-float32, on the segment γ(t) = (1 − t) a + t b between two random networks (`SkipNet.init`).
+SkipNet problems. Reference: `SkipNet` (eq. 3) with N = 4096 samples, n = 16, m = 1024, d_g = d_o = 64,
+g with one hidden layer of 64 units, d_y = 1, squared error ("mse": mean over samples of ‖f(x) − y‖²),
+κ = 0, float32, on the segment γ(t) = (1 − t) a + t b between two random networks (`SkipNet.init`).
 Wide-input variant: the same with n = 784.
 
-Methods, side by side in one run, all on the same grid t_k = k / P, k = 1 … P (the grid the peer
+Equinox problems (any model, issue 15 §1): ``mlp``, an `eqx.nn.MLP` 784-256-256-10 (ReLU), and ``cnn``,
+an equinox CNN (Conv2d 1→16 5×5 s2, Conv2d 16→32 3×3 s2, Linear 800→10, the activation a field), each
+on N = 2048 digits-like inputs with a user's mean cross-entropy (`benchmarks/_eqx_models.py`).
+
+Methods, all on the grid t_k = k / P, k = 1 … P (the grid the peer
 `loss_landscapes.linear_interpolation(..., steps=P)` walks):
 
-- ``evaluate_path``  `jaxland.evaluate_path` with its defaults: on CPU the segment is evaluated by the
-                     breakpoint sweep (`jaxland/engine/_sweep.py`: the product with the hidden layer is updated
-                     only where a ReLU switches between consecutive points);
-- ``evaluate_path_points`` the same call with ``sweep=False``: the point-by-point structured kernel
-                     (vmap + jit, chunked; first layer precomputed, small products first);
+- ``evaluate_path``  `jaxland.evaluate_path(objective_fn(x, y), linear(a, b), ts)` with its defaults
+                     (it picks the breakpoint sweep or the point kernel by its cost model);
+- ``sweep``          the same with ``sweep=True``: the ReLU breakpoint sweep (`jaxland/engine/_sweep.py`);
+- ``point_kernel``   the same with ``sweep=False``: the structured point kernel (one executable, a loop
+                     over the points; first layer precomputed, small products first);
+- ``user_function``  `jaxland.evaluate_path(lambda net: loss(net, x, y), path, ts)`: a user's own
+                     function, which the engine cannot see into (the plain kernel);
 - ``jax_loop``       one jitted point t ↦ F(γ(t)), called from a Python loop over t;
-- ``loss_landscapes`` the peer package's `linear_interpolation` on the identical PyTorch model and data;
+- ``loss_landscapes`` the peer's `linear_interpolation` on the identical PyTorch model and data;
 - ``torch_vmap``     `torch.func.vmap` of `functional_call` over stacked parameters, in chunks.
 
-The per-point loops (``jax_loop``, ``loss_landscapes``) and ``torch_vmap`` cost the same per point for any
-P, so they are timed on the sub-grid t = j / S (j = 1 … S, every (P/S)-th point of the P grid) and
-their P-point time is S-point time · P / S; such records carry ``"extrapolated": true`` and
-``"timed_points": S``. Values are compared with the peer's at the points both evaluated.
+Timing: for each problem every method's calls are interleaved (round r runs every method once; A B C
+A B C …, so load drifts hit all alike); the tables give the median over the rounds of the wall time and
+of the process CPU time (user + system, all threads). The per-point methods (``user_function``,
+``jax_loop``, ``loss_landscapes``, ``torch_vmap``) cost the same per point for any P, so they are timed
+on the sub-grid t = j / S (S = ``--subset``) and their P-point time is S-point time · P / S; such
+records carry ``"extrapolated": true``. Values are compared with the peer's at the points both
+evaluated.
 
-Also measured in the same run: the machine's float32 matrix-multiply FLOP/s (a large jitted
-``jnp.matmul``), and the FLOP/s each method achieves, counted two ways (see `flops_plain`,
-`flops_structured`). On a GPU, the time for 10 000 points of the reference problem is reported too.
+Tables: all records; the **dispatch** table (issue 15 §2: for P ∈ {16, 64, 256, 1024, 4096} the sweep,
+the point kernel and `evaluate_path`, its choice, its time over the faster kernel's, and its ratio to
+the peer); the **user function** table (§1: the user's function against the peer on every problem).
 
 Memory (``--big``, off by default and in ``--quick``): P = 100 000 points of the reference problem in a
 child process, its peak resident memory (and on a GPU the device's peak) checked against 24 GiB.
 
-Run ``python benchmarks/bench_paths.py`` (full, ~10 minutes on 2 cores) or ``--quick`` (P = 256 only,
-~2 minutes); see ``benchmarks/README.md``. Results go to ``benchmarks/results/bench_paths.json``.
+Run ``python benchmarks/bench_paths.py`` (full: about 25 minutes on 2 loaded cores) or ``--quick``
+(P ∈ {64, 256}, one round); see ``benchmarks/README.md``. Results go to
+``benchmarks/results/bench_paths.json``.
 """
 
 from __future__ import annotations
@@ -39,11 +49,13 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +70,10 @@ PROBLEMS = {
     "reference": dict(N=4096, n=16, m=1024, d_g=64, hidden=(64,), d_o=64, d_y=1),
     "wide_input": dict(N=4096, n=784, m=1024, d_g=64, hidden=(64,), d_o=64, d_y=1),
 }
-TARGET_RATIO = {"reference": 3.0, "wide_input": 4.0}
+EQX_PROBLEMS = ("mlp", "cnn")
+DISPATCH_POINTS = (16, 64, 256, 1024, 4096)
+ENGINE_METHODS = ("evaluate_path", "sweep", "point_kernel")
+ALL_METHODS = (*ENGINE_METHODS, "user_function", "jax_loop", "loss_landscapes", "torch_vmap")
 RTOL = 1e-3  # values must equal the peer's to this relative accuracy (issue 3)
 GPU_POINTS = 10_000  # the GPU target: this many points of the reference problem in under 1 s
 BIG_POINTS = 100_000  # the memory target: this many points of the reference problem on a 24 GiB machine
@@ -167,39 +182,6 @@ def _objective(net, x, y):
     return jaxland.objective(net, x, y, kappa=0.0, loss="mse")
 
 
-def run_engine(pb: Problem, ts: np.ndarray, *, repeats, budget_s, warmup_points=256, **engine_kw):
-    """`jaxland.evaluate_path` of F = E‖f(x) − y‖² on the segment at all points ts.
-
-    F is given as `jaxland.objective_fn(x, y, kappa=0, loss="mse")`, the form that the engine's
-    structured fast path recognises (an opaque lambda would be evaluated plainly).
-    """
-    fn = jaxland.objective_fn(pb.x, pb.y, kappa=0.0, loss="mse")
-
-    def run(ts=ts):
-        return np.asarray(jax.block_until_ready(jaxland.evaluate_path(fn, pb.path, ts, **engine_kw)))
-
-    # Warm-up on the first `warmup_points` points: the engine compiles one kernel per chunk shape, and
-    # the chunk shape does not grow with P beyond the memory budget, so this compiles what the full
-    # call uses without paying for a whole large-P call. Anything compiled later is timed (conservative).
-    run(ts[: min(len(ts), warmup_points)])
-    return _time(run, repeats=repeats, budget_s=budget_s, warmup=len(ts) <= warmup_points)
-
-
-_POINT = jax.jit(lambda path, t, x, y: _objective(path(t), x, y))
-
-
-def run_jax_loop(pb: Problem, ts: np.ndarray, *, repeats, budget_s):
-    """One jitted point t ↦ F(γ(t)) (compiled once), called in a Python loop over ts."""
-    path, x, y = pb.path, pb.x, pb.y
-    jax.block_until_ready(_POINT(path, ts[0], x, y))  # compile outside the timed calls
-
-    def run():
-        vals = [_POINT(path, t, x, y) for t in ts]
-        return np.asarray(jax.block_until_ready(vals))
-
-    return _time(run, repeats=repeats, budget_s=budget_s, warmup=False)
-
-
 class TorchSide:
     """The PyTorch mirror of a problem: the same weights and data as torch tensors."""
 
@@ -219,41 +201,167 @@ class TorchSide:
             self.torch.cuda.synchronize()
 
 
-def run_peer(ts_side: TorchSide, S: int, *, repeats, budget_s):
-    """`loss_landscapes.linear_interpolation(a, b, Loss(mse, x, y), steps=S, deepcopy_model=True)`."""
-    import loss_landscapes
-    from _torch_models import mse_mean
-    from loss_landscapes.metrics import Loss
+def _objective(net, x, y):
+    return jaxland.objective(net, x, y, kappa=0.0, loss="mse")
 
-    metric = Loss(mse_mean, ts_side.x, ts_side.y)
-    with ts_side.torch.no_grad():  # warm-up: one forward pass (allocator, thread pool)
-        metric(loss_landscapes.model_interface.model_wrapper.wrap_model(ts_side.model_a))
+
+def _block(v) -> np.ndarray:
+    return np.asarray(jax.block_until_ready(v))
+
+
+class Job:
+    """One timed method: `run()` evaluates `points` points and returns their values (host array)."""
+
+    def __init__(self, method: str, P: int, points: int, run, warm=None, device: str = ""):
+        self.method, self.P, self.points, self.run = method, P, points, run
+        self.warm = warm or run  # the warm-up call (compiles what `run` uses)
+        self.device = device
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.values = None
+
+
+def engine_jobs(pb: Problem, Ps, methods, device, engine_kw) -> list[Job]:
+    """The `evaluate_path` methods at every P (their cost per point depends on P)."""
+    obj = jaxland.objective_fn(pb.x, pb.y, kappa=0.0, loss="mse")
+    kw = {"evaluate_path": {}, "sweep": {"sweep": True}, "point_kernel": {"sweep": False}}
+    jobs = []
+    for P in Ps:
+        ts = Problem.grid(P)
+        for method in ("evaluate_path", "sweep", "point_kernel"):
+            if method not in methods:
+                continue
+            args = dict(engine_kw, **kw[method])
+
+            def run(ts=ts, args=args):
+                return _block(jaxland.evaluate_path(obj, pb.path, ts, **args))
+
+            # the point kernel compiles one loop for every P up to its capacity: warm it up on a few
+            # points; the sweep compiles per bucket of P, so it warms up on all of them
+            small = method == "point_kernel" or (method == "evaluate_path" and P < 128)
+            few = ts[: min(P, 64)]
+            warm = (lambda ts=few, args=args:
+                    _block(jaxland.evaluate_path(obj, pb.path, ts, **args))) if small else None
+            jobs.append(Job(method, P, P, run, warm, device))
+    return jobs
+
+
+def user_function_job(path, fn, S: int, P: int | None, device: str) -> Job:
+    """`evaluate_path` of a user's own function (a fresh lambda at every call, as a user writes it:
+    the plain kernel is cached by the computation, so this does not recompile)."""
+    ts = Problem.grid(S)
 
     def run():
-        v = loss_landscapes.linear_interpolation(ts_side.model_a, ts_side.model_b, metric,
-                                                 steps=S, deepcopy_model=True)
-        ts_side.sync()
+        return _block(jaxland.evaluate_path(lambda net: fn(net), path, ts))
+
+    return Job("user_function", P or S, S, run, device=device)
+
+
+_POINT = jax.jit(lambda path, t, x, y: _objective(path(t), x, y))
+
+
+def jax_loop_job(pb: Problem, S: int, device: str) -> Job:
+    """One jitted point t ↦ F(γ(t)) (compiled once), called in a Python loop over t."""
+    ts = Problem.grid(S)
+
+    def run():
+        return _block([_POINT(pb.path, t, pb.x, pb.y) for t in ts])
+
+    return Job("jax_loop", S, S, run, device=device)
+
+
+def eqx_loop_job(a, b, fn, S: int, device: str) -> Job:
+    """The user's function alone: one `eqx.filter_jit` point t ↦ fn((1 − t) a + t b) (compiled once),
+    called in a Python loop over t. The gap between it and `user_function` is what the engine adds;
+    the gap between it and the peer is XLA's code for the user's function against PyTorch's."""
+    ts = Problem.grid(S)
+    pa, rest = eqx.partition(a, eqx.is_inexact_array)
+    pb = eqx.filter(b, eqx.is_inexact_array)
+
+    @jax.jit
+    def point(t):
+        return fn(eqx.combine(jax.tree.map(lambda u, v: u + t * (v - u), pa, pb), rest))
+
+    def run():
+        return _block([point(t) for t in ts])
+
+    return Job("jax_loop", S, S, run, device=device)
+
+
+def peer_job(model_a, model_b, x, y, loss, S: int, side_sync, device: str) -> Job:
+    """`loss_landscapes.linear_interpolation(a, b, Loss(loss, x, y), steps=S, deepcopy_model=True)`."""
+    import loss_landscapes
+    from loss_landscapes.metrics import Loss
+
+    metric = Loss(loss, x, y)
+
+    def run():
+        v = loss_landscapes.linear_interpolation(model_a, model_b, metric, steps=S, deepcopy_model=True)
+        side_sync()
         return np.asarray(v, dtype=np.float64)
 
-    return _time(run, repeats=repeats, budget_s=budget_s, warmup=False)
+    return Job("loss_landscapes", S, S, run, device=device)
 
 
-def run_torch_vmap(ts_side: TorchSide, ts: np.ndarray, *, chunk, repeats, budget_s):
+def torch_vmap_job(side: TorchSide, S: int, chunk: int, device: str) -> Job:
     """`torch.func.vmap(functional_call)` over stacked parameters (1 − t) a + t b, `chunk` at a time."""
     from _torch_models import VmapPathEvaluator
 
-    ev = VmapPathEvaluator(ts_side.model_a, ts_side.model_b, ts_side.x, ts_side.y, chunk=chunk)
-    tt = ts_side.torch.from_numpy(ts).to(ts_side.device)
-    ev(tt[:chunk])
-    ts_side.sync()
+    ev = VmapPathEvaluator(side.model_a, side.model_b, side.x, side.y, chunk=chunk)
+    tt = side.torch.from_numpy(Problem.grid(S)).to(side.device)
 
     def run():
         v = ev(tt)
-        ts_side.sync()
+        side.sync()
         return v.cpu().numpy().astype(np.float64)
 
-    return _time(run, repeats=repeats, budget_s=budget_s, warmup=False)
+    return Job("torch_vmap", S, S, run, device=device)
 
+
+def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log,
+               prime_below: float = 2.0) -> list[float]:
+    """Warm every job up, then `rounds` rounds that run every job once (A B C A B C …), recording
+    wall and process CPU time; stops early after `budget_s` seconds of rounds (at least one).
+
+    After a PyTorch job the loop sleeps a second: PyTorch's OpenMP threads keep spinning for a
+    while after a call, in this process, and the next job would pay for it in wall and CPU time.
+    A job that takes less than `prime_below` seconds is called once, untimed, right before its
+    timed call, so that a thread pool that fell asleep meanwhile is not charged to it (this
+    matters for the short ones only).
+    Returns the 1-minute load average at the start of every round."""
+    last = {}
+    for j in jobs:
+        t0 = time.perf_counter()
+        j.warm()
+        last[id(j)] = time.perf_counter() - t0
+    loads = []
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        loads.append(os.getloadavg()[0])
+        for j in jobs:
+            if last[id(j)] < prime_below:
+                j.run()
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            j.values = j.run()
+            j.wall.append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            j.cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+            last[id(j)] = j.wall[-1]
+            if j.device.startswith("torch"):
+                time.sleep(1.0)  # until PyTorch's OpenMP threads stop spinning
+        log(f"  round {r + 1}/{rounds} done (load {loads[-1]:.2f}, "
+            f"{time.perf_counter() - t_start:.0f} s)")
+        if budget_s is not None and time.perf_counter() - t_start > budget_s:
+            break
+    return loads
+
+
+def _common_values(values: np.ndarray, P: int, ref: np.ndarray, S: int):
+    """Values on the coarser of the grids k/P and j/S (both walk t = k/Q, k = 1 … Q)."""
+    if P >= S:
+        return values[np.arange(1, S + 1) * (P // S) - 1], ref
+    return values, ref[np.arange(1, P + 1) * (S // P) - 1]
 
 # --------------------------------------------------------------------------------------------------
 # the big run: P = 100 000 points in a child process, peak memory measured
@@ -310,6 +418,10 @@ def run_big(P: int, timeout: float | None) -> dict:
 # --------------------------------------------------------------------------------------------------
 # driver
 
+SKIP_TARGET = {"reference": 4.0, "wide_input": 4.0}  # evaluate_path vs the peer at every P (§2)
+USER_TARGET = {"reference": (2.0, 3.0), "wide_input": (1.2, 1.5)}  # user_function: (target, goal)
+DISPATCH_TOL = 1.10  # evaluate_path within 10 % of the faster of its kernels (§2)
+
 
 def _max_rel(values: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(values.astype(np.float64) - ref) / np.abs(ref)))
@@ -323,51 +435,91 @@ def _fmt(x, spec):
     return format(x, spec)
 
 
+def _med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def _choice(pb: Problem, P: int, on_cpu: bool) -> str:
+    """The kernel `evaluate_path` picks for P points of the segment (its own dispatch rule)."""
+    from jaxland.engine._structured import _first_layer_plan
+    from jaxland.engine._sweep import switch_fraction, use_sweep
+
+    basis, coefs = pb.path.combination()
+    s = Problem.grid(P)
+    entries = pb.dims["N"] * pb.dims["m"]
+    frac = lambda: switch_fraction(basis, coefs, pb.x, float(s.min()), float(s.max()))  # noqa: E731
+    _, rel = _first_layer_plan(basis, P, on_cpu)
+    swept = use_sweep(None, coefs, P, entries, on_cpu, frac, 1.0 / rel)
+    return "sweep" if swept else "point_kernel"
+
+
+def _write(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="reduced run: 1 timed repeat, per-point methods timed on 32 points")
-    ap.add_argument("--problems", default="reference,wide_input",
-                    help="comma-separated subset of: " + ", ".join(PROBLEMS))
+                    help="reduced run: P in {64, 256}, one round, per-point methods on 16 points")
+    ap.add_argument("--problems", default="reference,wide_input,mlp,cnn",
+                    help="comma-separated subset of: " + ", ".join([*PROBLEMS, *EQX_PROBLEMS]))
     ap.add_argument("--points", default=None,
-                    help="comma-separated P values (default 256,4096; quick 256)")
-    ap.add_argument("--methods",
-                    default="evaluate_path,evaluate_path_points,jax_loop,loss_landscapes,torch_vmap")
+                    help="P values of the SkipNet problems (default 16,64,256,1024,4096; quick 64,256)")
+    ap.add_argument("--eqx-points", default=None,
+                    help="P values of the equinox problems (default 64; quick 16)")
+    ap.add_argument("--methods", default=",".join(ALL_METHODS))
     ap.add_argument("--subset", type=int, default=None,
-                    help="points on which the per-point methods and torch_vmap are timed "
-                         "(default 256, quick 32); larger P is extrapolated from them")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
+                    help="points on which the per-point methods are timed (default 64, quick 16); "
+                         "their P-point time is extrapolated")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="interleaved rounds (default 3, quick 1); medians are reported")
     ap.add_argument("--budget", type=float, default=None,
-                    help="seconds after which one measurement stops repeating (default 20, quick 5)")
+                    help="seconds after which a problem stops starting new rounds (default: none)")
+    ap.add_argument("--prime-below", type=float, default=2.0,
+                    help="a job shorter than this (seconds) gets one untimed call right before each "
+                         "timed one (default 2; 0 disables)")
     ap.add_argument("--torch-chunk", type=int, default=16, help="points per torch_vmap chunk")
     ap.add_argument("--torch-device", default=None, help="torch device (default: cuda if available)")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="torch intra-op threads (default: the number of CPU cores, like JAX)")
     ap.add_argument("--engine-chunk", type=int, default=None,
-                    help="chunk_size passed to evaluate_path (default: its memory-budget choice)")
+                    help="chunk_size passed to evaluate_path (default: its own choice)")
     ap.add_argument("--big", action="store_true",
                     help=f"also evaluate P = {BIG_POINTS} points of the reference problem in a child "
-                         "process and report its peak memory against 24 GiB (off in --quick; on 2 CPU "
-                         "cores this takes about half an hour, on a GPU seconds)")
+                         "process and report its peak memory against 24 GiB (off in --quick)")
     ap.add_argument("--big-points", type=int, default=BIG_POINTS, help="P for --big")
     ap.add_argument("--big-timeout", type=float, default=None, help="seconds before --big gives up")
     ap.add_argument("--big-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "bench_paths.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the problems that a killed run already wrote to --out (its JSON says "
+                         "partial) and run only the others")
     args = ap.parse_args(argv)
     if args.big_child is not None:
         return big_child(args.big_child)
 
-    repeats = args.repeats or (1 if args.quick else 5)
-    budget = args.budget or (5.0 if args.quick else 20.0)
-    subset = args.subset or (32 if args.quick else 256)
+    rounds = args.repeats or (1 if args.quick else 3)
+    subset = args.subset or (16 if args.quick else 64)
     problems = [p for p in args.problems.split(",") if p]
     for p in problems:
-        if p not in PROBLEMS:
-            ap.error(f"--problems: unknown problem {p!r}; expected a subset of {list(PROBLEMS)}")
-    points = args.points or ("256" if args.quick else "256,4096")
-    Ps = sorted({int(p) for p in points.split(",") if p})
+        if p not in PROBLEMS and p not in EQX_PROBLEMS:
+            ap.error(f"--problems: unknown problem {p!r}; expected a subset of "
+                     f"{[*PROBLEMS, *EQX_PROBLEMS]}")
+    Ps = sorted({int(p) for p in (args.points or ("64,256" if args.quick else
+                                                  ",".join(map(str, DISPATCH_POINTS)))).split(",") if p})
+    eqx_Ps = sorted({int(p) for p in (args.eqx_points or ("16" if args.quick else "64")).split(",")
+                     if p})
     methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in ALL_METHODS:
+            ap.error(f"--methods: unknown method {m!r}; expected a subset of {list(ALL_METHODS)}")
+    for P in Ps:
+        if (P >= subset and P % subset) or (P < subset and subset % P):
+            ap.error(f"--subset {subset} and P = {P}: one must divide the other (common grid)")
 
     backend = jax.default_backend()
     jax_device = f"{backend}:{jax.devices()[0].device_kind} x{jax.device_count()}"
@@ -382,6 +534,7 @@ def main(argv=None) -> int:
     except ImportError as e:  # the optional "bench" extra is missing: run the JAX methods only
         have_torch = False
         print(f"note: {e}; skipping the PyTorch methods (pip install -e '.[bench]')")
+    torch_desc = None
     if have_torch:
         torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
         torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -394,73 +547,150 @@ def main(argv=None) -> int:
     print(f"jax {jax.__version__} on {jax_device}; {os.cpu_count()} CPU cores; load average "
           f"{load_before[0]:.2f}; matmul {mm_size}² float32: {mm_before / 1e9:.1f} GFLOP/s")
     engine_kw = {} if args.engine_chunk is None else dict(chunk_size=args.engine_chunk)
+    out = Path(args.out)
+    records, dispatch, user_rows, round_loads = [], [], [], {}
+    done = []
+    if args.resume and out.exists():
+        prev = json.loads(out.read_text())
+        if prev.get("meta", {}).get("partial"):
+            done = [p for p in prev["meta"].get("problems_done", []) if p in problems]
+            records = [r for r in prev["records"] if r["problem"] in done]
+            dispatch = [r for r in prev["dispatch"] if r["problem"] in done]
+            user_rows = [r for r in prev["user_function"] if r["problem"] in done]
+            round_loads = {k: v for k, v in prev["meta"].get("loadavg_per_round", {}).items()
+                           if k in done}
+            print(f"resuming {out}: keeping {done}", flush=True)
 
-    records = []
+    def log(msg):
+        print(msg, flush=True)
+
     for name in problems:
-        pb = Problem(name)
-        d = pb.dims
-        side = TorchSide(pb, torch_device) if have_torch else None
-        cache = {}  # (method, S) -> (seconds, calls, values): a sub-grid timed once serves every P
+        if name in done:
+            continue
+        log(f"{name}: warming up, then {rounds} interleaved round(s)")
+        peer = None
+        if name in PROBLEMS:
+            pb = Problem(name)
+            d = pb.dims
+            side = TorchSide(pb, torch_device) if have_torch else None
+            jobs = engine_jobs(pb, [P for P in Ps if P != GPU_POINTS or name == "reference"],
+                               methods, jax_device, engine_kw)
+            x, y = pb.x, pb.y
+            if "user_function" in methods:
+                jobs.append(user_function_job(pb.path, lambda net, x=x, y=y: _objective(net, x, y),
+                                              subset, None, jax_device))
+            if "jax_loop" in methods:
+                jobs.append(jax_loop_job(pb, subset, jax_device))
+            if have_torch and "loss_landscapes" in methods:
+                from _torch_models import mse_mean
 
-        for P in Ps:
-            if P == GPU_POINTS and name != "reference":
-                continue
-            ts = Problem.grid(P)
-            S = min(subset, P)
-            if P % S:
-                raise SystemExit(f"--subset {S} must divide P = {P}")
-            sub_idx = np.arange(1, S + 1) * (P // S) - 1  # positions of t = j/S in the P grid
-            rows = {}
-            for method in methods:
-                if method in ("loss_landscapes", "torch_vmap") and not have_torch:
+                peer = peer_job(side.model_a, side.model_b, side.x, side.y, mse_mean, subset,
+                                side.sync, torch_desc)
+                jobs.append(peer)
+            if have_torch and "torch_vmap" in methods:
+                jobs.append(torch_vmap_job(side, subset, args.torch_chunk, torch_desc))
+            problem_Ps = sorted({j.P for j in jobs if j.method in ENGINE_METHODS} | set(Ps))
+        else:
+            import _eqx_models as em
+
+            a, b, x, y = em.problem(name)
+            path = jaxland.paths.linear(a, b)
+            d = dict(model=type(a).__name__, N=int(x.shape[0]),
+                     params=sum(int(np.size(l)) for l in jax.tree.leaves(a) if eqx.is_inexact_array(l)))
+            jobs = []
+            for P in eqx_Ps:
+                if "user_function" in methods:
+                    jobs.append(user_function_job(
+                        path, lambda m, x=x, y=y: em.cross_entropy(m, x, y), P, P, jax_device))
+                if "jax_loop" in methods:
+                    jobs.append(eqx_loop_job(a, b, lambda m, x=x, y=y: em.cross_entropy(m, x, y),
+                                             P, jax_device))
+                if have_torch and "loss_landscapes" in methods:
+                    tx = torch.from_numpy(np.array(x))
+                    ty = torch.from_numpy(np.array(y, dtype=np.int64))
+                    peer = peer_job(em.torch_mirror(a), em.torch_mirror(b), tx, ty,
+                                    em.torch_cross_entropy, P, lambda: None, torch_desc)
+                    jobs.append(peer)
+            problem_Ps = eqx_Ps
+        round_loads[name] = interleave(jobs, rounds, args.budget, log, args.prime_below)
+
+        peer_per_pt = None if peer is None else _med(peer.wall) / peer.points
+        peer_cpu_pt = None if peer is None else _med(peer.cpu) / peer.points
+        for j in jobs:
+            wall_pt, cpu_pt = _med(j.wall) / j.points, _med(j.cpu) / j.points
+            per_point = j.method not in ENGINE_METHODS
+            for P in ([j.P] if not per_point or name in EQX_PROBLEMS else problem_Ps):
+                if name in EQX_PROBLEMS and peer is not None and peer.P != P:
                     continue
-                if method in ("evaluate_path", "evaluate_path_points"):
-                    kw = dict(engine_kw, sweep=False) if method.endswith("_points") else engine_kw
-                    sec, calls, vals = run_engine(pb, ts, repeats=repeats, budget_s=budget, **kw)
-                    n_timed, dev = P, jax_device
-                else:
-                    key = (method, S)
-                    if key not in cache:
-                        ts_sub = Problem.grid(S)
-                        if method == "jax_loop":
-                            cache[key] = run_jax_loop(pb, ts_sub, repeats=repeats, budget_s=budget)
-                        elif method == "loss_landscapes":
-                            cache[key] = run_peer(side, S, repeats=repeats, budget_s=budget)
-                        elif method == "torch_vmap":
-                            cache[key] = run_torch_vmap(side, ts_sub, chunk=args.torch_chunk,
-                                                        repeats=repeats, budget_s=budget)
-                        else:
-                            raise SystemExit(f"--methods: unknown method {method!r}")
-                    sec_s, calls, vals = cache[key]
-                    sec, n_timed = sec_s * P / S, S
-                    dev = jax_device if method == "jax_loop" else torch_desc
-                rows[method] = dict(seconds=sec, calls=calls, values=vals, timed=n_timed, device=dev)
-                print(f"  {name} P={P} {method}: {sec:.3f} s"
-                      + (f" (extrapolated from {n_timed} points)" if n_timed < P else ""), flush=True)
-
-            peer = rows.get("loss_landscapes")
-            for method, r in rows.items():
-                vals = r["values"]
-                on_sub = vals if r["timed"] < P else vals[sub_idx]  # values at t = j/S
-                rel = None if peer is None else _max_rel(on_sub, peer["values"])
-                fl = pb.flops_point * P
-                fl_s = flops_structured(**d, P=P)
-                rec = dict(
-                    problem=name, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()},
-                    P=P, method=method, device=r["device"],
-                    seconds=r["seconds"], points_per_s=P / r["seconds"],
-                    timed_points=r["timed"], extrapolated=r["timed"] < P, timed_calls=r["calls"],
-                    ratio_vs_loss_landscapes=(None if peer is None
-                                              else peer["seconds"] / r["seconds"]),
-                    max_rel_diff_vs_loss_landscapes=rel, compared_points=S,
-                    values_ok=None if rel is None else rel <= RTOL,
-                    flops=fl, flop_per_s=fl / r["seconds"],
-                    flops_structured=fl_s, structured_flop_per_s=fl_s / r["seconds"],
-                )
+                sec = wall_pt * P
+                rel = None
+                if peer is not None:
+                    ref_vals = peer.values
+                    vals, ref_vals = _common_values(np.asarray(j.values), j.points, ref_vals,
+                                                    peer.points)
+                    rel = _max_rel(vals, ref_vals)
+                rec = dict(problem=name, **{k: (list(v) if isinstance(v, tuple) else v)
+                                            for k, v in d.items()},
+                           P=P, method=j.method, device=j.device, seconds=sec, points_per_s=P / sec,
+                           cpu_ms_per_point=1e3 * cpu_pt, wall_ms_per_point=1e3 * wall_pt,
+                           wall_samples_s=j.wall, cpu_samples_s=j.cpu,
+                           timed_points=j.points, extrapolated=j.points != P,
+                           timed_calls=len(j.wall),
+                           ratio_vs_loss_landscapes=(None if peer_per_pt is None
+                                                     else peer_per_pt / wall_pt),
+                           cpu_ratio_vs_loss_landscapes=(None if peer_cpu_pt is None
+                                                         else peer_cpu_pt / cpu_pt),
+                           max_rel_diff_vs_loss_landscapes=rel,
+                           values_ok=None if rel is None else rel <= RTOL)
+                if name in PROBLEMS:
+                    fl, fl_s = pb.flops_point * P, flops_structured(**d, P=P)
+                    rec.update(flops=fl, flop_per_s=fl / sec, flops_structured=fl_s,
+                               structured_flop_per_s=fl_s / sec)
                 if rec["extrapolated"]:
-                    rec["note"] = (f"timed on the {S}-point sub-grid t = j/{S} (every {P // S}-th point); "
-                                   f"seconds = that time x {P // S} (cost per point does not depend on P)")
+                    rec["note"] = (f"timed on the {j.points}-point grid t = j/{j.points}; seconds = "
+                                   f"that time x {P}/{j.points} (cost per point does not depend on P)")
                 records.append(rec)
+
+        if name in PROBLEMS:
+            by = {(j.method, j.P): j for j in jobs if j.method in ENGINE_METHODS}
+            for P in problem_Ps:
+                ks = {m: by.get((m, P)) for m in ENGINE_METHODS}
+                if any(v is None for v in ks.values()):
+                    continue
+                wall = {m: _med(v.wall) for m, v in ks.items()}
+                cpu = {m: _med(v.cpu) for m, v in ks.items()}
+                best = min(("sweep", "point_kernel"), key=lambda m: wall[m])
+                best_cpu = min(("sweep", "point_kernel"), key=lambda m: cpu[m])
+                choice = _choice(pb, P, backend == "cpu")
+                dispatch.append(dict(
+                    problem=name, P=P, choice=choice, fastest_wall=best, fastest_cpu=best_cpu,
+                    **{f"{m}_s": wall[m] for m in ENGINE_METHODS},
+                    **{f"{m}_cpu_s": cpu[m] for m in ENGINE_METHODS},
+                    ratio_to_fastest=wall["evaluate_path"] / wall[best],
+                    cpu_ratio_to_fastest=cpu["evaluate_path"] / cpu[best_cpu],
+                    choice_ratio_to_fastest=wall[choice] / wall[best],
+                    within_10pct=wall["evaluate_path"] <= DISPATCH_TOL * wall[best],
+                    ratio_vs_loss_landscapes=(None if peer_per_pt is None
+                                              else peer_per_pt * P / wall["evaluate_path"]),
+                    cpu_ratio_vs_loss_landscapes=(None if peer_cpu_pt is None
+                                                  else peer_cpu_pt * P / cpu["evaluate_path"]),
+                ))
+        for j in jobs:
+            if j.method == "user_function" and peer is not None and peer.points == j.points:
+                tgt = USER_TARGET.get(name, (None, None))
+                ratio = _med(peer.wall) / _med(j.wall)
+                user_rows.append(dict(
+                    problem=name, points=j.points, user_points_per_s=j.points / _med(j.wall),
+                    peer_points_per_s=peer.points / _med(peer.wall), ratio_vs_loss_landscapes=ratio,
+                    user_cpu_ms_per_point=1e3 * _med(j.cpu) / j.points,
+                    peer_cpu_ms_per_point=1e3 * _med(peer.cpu) / peer.points,
+                    cpu_ratio_vs_loss_landscapes=_med(peer.cpu) / _med(j.cpu),
+                    target=tgt[0], goal=tgt[1],
+                    met=None if tgt[0] is None else ratio >= tgt[0]))
+        _write(out, dict(meta=dict(benchmark="bench_paths", partial=True, problems_done=[
+            p for p in problems[: problems.index(name) + 1]], loadavg_per_round=round_loads),
+            records=records, dispatch=dispatch,
+            user_function=user_rows))
 
     big = None
     if args.big:
@@ -470,50 +700,75 @@ def main(argv=None) -> int:
 
     mm_after = matmul_flops(mm_size)
     load_after = os.getloadavg()
-    # the machine's rate: the best of the two measurements (the machine may be shared; the larger
-    # value makes the fractions below conservative)
     mm_rate = max(mm_before, mm_after)
     for r in records:
-        r["matmul_flop_per_s"] = mm_rate
-        r["flop_s_fraction_of_matmul"] = r["flop_per_s"] / mm_rate
-        r["structured_flop_s_fraction_of_matmul"] = r["structured_flop_per_s"] / mm_rate
+        if "flop_per_s" in r:
+            r["matmul_flop_per_s"] = mm_rate
+            r["flop_s_fraction_of_matmul"] = r["flop_per_s"] / mm_rate
+            r["structured_flop_s_fraction_of_matmul"] = r["structured_flop_per_s"] / mm_rate
     total = time.perf_counter() - t_start
 
-    # ---- table
-    hdr = (f"{'problem':<11}{'P':>6}  {'method':<16}{'seconds':>9}{'points/s':>10}{'x peer':>8}"
-           f"{'max rel diff':>13}{'GFLOP/s':>9}{'frac':>6}{'struct':>7}")
+    # ---- tables
+    hdr = (f"{'problem':<11}{'P':>6}  {'method':<16}{'seconds':>9}{'points/s':>10}{'CPU ms/pt':>10}"
+           f"{'x peer':>8}{'x peer CPU':>11}{'max rel diff':>13}")
     print()
     print(hdr)
     print("-" * len(hdr))
     for r in records:
         print(f"{r['problem']:<11}{r['P']:>6}  {r['method'] + ('*' if r['extrapolated'] else ''):<16}"
-              f"{r['seconds']:>9.3f}{r['points_per_s']:>10.1f}"
+              f"{r['seconds']:>9.3f}{r['points_per_s']:>10.1f}{r['cpu_ms_per_point']:>10.2f}"
               f"{_fmt(r['ratio_vs_loss_landscapes'], '>8.2f')}"
-              f"{_fmt(r['max_rel_diff_vs_loss_landscapes'], '>13.1e')}"
-              f"{r['flop_per_s'] / 1e9:>9.1f}{r['flop_s_fraction_of_matmul']:>6.2f}"
-              f"{r['structured_flop_s_fraction_of_matmul']:>7.2f}")
-    print("* timed on a sub-grid and extrapolated (see 'note' in the JSON).")
-    print("GFLOP/s and frac count the plain forward pass per point; struct counts only the products a "
-          "structured evaluation needs; both as fractions of the matmul rate measured in this run: "
-          f"{mm_before / 1e9:.1f} GFLOP/s before, {mm_after / 1e9:.1f} after (the larger is used).")
-    print("On CPU, evaluate_path sweeps the ReLU breakpoints and does not perform those products per "
-          "point: its GFLOP/s are effective rates (FLOPs a point-by-point evaluation would need / time) "
-          "and can exceed the matmul rate; evaluate_path_points is the point-by-point kernel.")
-    print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+              f"{_fmt(r['cpu_ratio_vs_loss_landscapes'], '>11.2f')}"
+              f"{_fmt(r['max_rel_diff_vs_loss_landscapes'], '>13.1e')}")
+    print("* timed on a sub-grid and extrapolated (see 'note' in the JSON). Wall and CPU: medians of "
+          "interleaved rounds; CPU is the process's user + system time (all threads).")
+    if dispatch:
+        print("\nDispatch (issue 15 §2): seconds (median wall) of each kernel, evaluate_path's choice, "
+              "its time over the faster kernel's (wall; CPU), and its ratio to the peer (wall; CPU)")
+        hdr = (f"{'problem':<11}{'P':>6}{'sweep':>9}{'point':>9}{'e_path':>9}  {'choice':<13}"
+               f"{'/fastest':>9}{'CPU':>6}{'x peer':>8}{'CPU':>7}")
+        print(hdr)
+        print("-" * len(hdr))
+        for r in dispatch:
+            print(f"{r['problem']:<11}{r['P']:>6}{r['sweep_s']:>9.3f}{r['point_kernel_s']:>9.3f}"
+                  f"{r['evaluate_path_s']:>9.3f}  {r['choice']:<13}{r['ratio_to_fastest']:>9.2f}"
+                  f"{r['cpu_ratio_to_fastest']:>6.2f}{_fmt(r['ratio_vs_loss_landscapes'], '>8.2f')}"
+                  f"{_fmt(r['cpu_ratio_vs_loss_landscapes'], '>7.2f')}")
+    if user_rows:
+        print("\nA user's own function (issue 15 §1): evaluate_path(lambda net: loss(net, x, y), path, "
+              "ts) against loss-landscapes")
+        hdr = (f"{'problem':<11}{'points':>7}{'user pts/s':>11}{'peer pts/s':>11}{'x peer':>8}"
+               f"{'user CPU ms/pt':>15}{'peer CPU ms/pt':>15}{'x CPU':>7}  target")
+        print(hdr)
+        print("-" * len(hdr))
+        for r in user_rows:
+            tgt = "" if r["target"] is None else f">= {r['target']:g}x (goal {r['goal']:g}x)"
+            print(f"{r['problem']:<11}{r['points']:>7}{r['user_points_per_s']:>11.1f}"
+                  f"{r['peer_points_per_s']:>11.1f}{r['ratio_vs_loss_landscapes']:>8.2f}"
+                  f"{r['user_cpu_ms_per_point']:>15.2f}{r['peer_cpu_ms_per_point']:>15.2f}"
+                  f"{r['cpu_ratio_vs_loss_landscapes']:>7.2f}  {tgt}")
+    print(f"\nload average {load_before[0]:.2f} before, {load_after[0]:.2f} after, per round "
+          f"{ {k: [round(v, 1) for v in vs] for k, vs in round_loads.items()} } "
           f"({os.cpu_count()} cores; above ~1 the machine was shared and timings are noisy).")
 
     # ---- verdicts
     ok_values = all(r["values_ok"] is not False for r in records)
     print(f"values within {RTOL:g} relative of loss-landscapes: {'yes' if ok_values else 'NO'}")
-    for r in records:
-        if r["method"] == "evaluate_path" and r["ratio_vs_loss_landscapes"] is not None:
-            tgt = TARGET_RATIO[r["problem"]]
-            ratio = r["ratio_vs_loss_landscapes"]
-            print(f"target {r['problem']} P={r['P']}: {ratio:.2f}x loss-landscapes "
-                  f"(target >= {tgt:g}x): {'met' if ratio >= tgt else 'MISSED'}")
-        if r["method"] == "evaluate_path" and r["P"] == GPU_POINTS and on_gpu:
-            print(f"GPU target: {GPU_POINTS} points of the reference problem in {r['seconds']:.3f} s "
-                  f"(target < 1 s): {'met' if r['seconds'] < 1 else 'MISSED'}")
+    for r in dispatch:
+        tgt = SKIP_TARGET[r["problem"]]
+        ratio = r["ratio_vs_loss_landscapes"]
+        print(f"§2 {r['problem']} P={r['P']}: evaluate_path {r['ratio_to_fastest']:.2f}x the faster "
+              f"kernel's time ({'within' if r['within_10pct'] else 'NOT within'} 10 %), chose "
+              f"{r['choice']} (fastest by wall: {r['fastest_wall']}, by CPU: {r['fastest_cpu']})"
+              + ("" if ratio is None else
+                 f"; {ratio:.2f}x the peer (target >= {tgt:g}x): {'met' if ratio >= tgt else 'MISSED'}"))
+        if r["P"] == GPU_POINTS and on_gpu:
+            print(f"GPU: {GPU_POINTS} reference points in {r['evaluate_path_s']:.3f} s")
+    for r in user_rows:
+        if r["target"] is not None:
+            print(f"§1 {r['problem']}: user function {r['ratio_vs_loss_landscapes']:.2f}x the peer "
+                  f"(target >= {r['target']:g}x, goal {r['goal']:g}x): "
+                  f"{'met' if r['met'] else 'MISSED'}")
     if big is not None:
         if "seconds" in big:
             peak = max(big["peak_rss_bytes"], big["device_peak_bytes"] or 0)
@@ -525,21 +780,18 @@ def main(argv=None) -> int:
     print(f"total wall time {total:.0f} s")
 
     meta = dict(
-        benchmark="bench_paths", quick=args.quick, repeats=repeats, budget_s=budget, subset=subset,
+        benchmark="bench_paths", quick=args.quick, rounds=rounds, subset=subset, prime_below_s=args.prime_below,
+        command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         jax=jax.__version__, jaxland=jaxland.__version__, device=jax_device,
         cpu_count=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
-        torch=(torch_desc if have_torch else None),
-        matmul_size=mm_size, matmul_flop_per_s_before=mm_before, matmul_flop_per_s_after=mm_after,
-        loadavg_before=load_before, loadavg_after=load_after,
-        rtol=RTOL, targets=TARGET_RATIO, values_ok=ok_values, wall_s=total,
-        time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        torch=torch_desc, matmul_size=mm_size, matmul_flop_per_s_before=mm_before,
+        matmul_flop_per_s_after=mm_after, loadavg_before=load_before, loadavg_after=load_after,
+        loadavg_per_round=round_loads, rtol=RTOL, targets=dict(
+            evaluate_path_vs_peer=SKIP_TARGET, user_function_vs_peer=USER_TARGET,
+            dispatch_tolerance=DISPATCH_TOL),
+        values_ok=ok_values, wall_s=total, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), big=big,
     )
-    meta["big"] = big
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(meta=meta, records=records), indent=1))
-    tmp.replace(out)
+    _write(out, dict(meta=meta, records=records, dispatch=dispatch, user_function=user_rows))
     print(f"wrote {out}")
     return 0 if ok_values else 1
 

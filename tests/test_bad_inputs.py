@@ -68,11 +68,6 @@ def _batchnorm():
     return eqx.nn.make_with_state(eqx.nn.BatchNorm)(2, "batch")
 
 
-def _xf(family: str):
-    """A case that another helper's branch fixes (remove the mark after merging)."""
-    return pytest.mark.xfail(strict=True, reason=f"fixed by the {family} helper")
-
-
 def case(id_, call, name, *, exc=BAD, marks=()):
     """`call(s)` must raise `exc` with a message naming `name` (a regex, matched as a word)."""
     return pytest.param(call, exc, name, id=id_, marks=marks)
@@ -291,7 +286,6 @@ CASES = [
             data={"x": s.x[:0], "y": s.y[:0]},
         ),
         "data",
-        marks=_xf("engine"),
     ),
     case(
         "evaluate_path-objective-vs-path",

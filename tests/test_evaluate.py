@@ -19,7 +19,9 @@ from _nets import np_net, to64
 from hypothesis import given, settings
 
 import jaxland
+import jaxland.engine._chunks as chunks
 import jaxland.engine._evaluate as ev_plain
+import jaxland.engine._plain as plain
 import jaxland.engine._structured as ev
 from jaxland import paths as jp
 
@@ -106,6 +108,41 @@ def test_structured_equals_plain_float64():
         np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-12)
 
 
+@pytest.mark.parametrize("model,kind", [(jaxland.SkipNet, "bezier"), (jaxland.TwoLayer, "reverse")])
+def test_first_layer_direct_and_precomputed_float64(monkeypatch, model, kind):
+    """The point kernel's first layer per point (W1(s) x) and from the precomputed W1_k x equal the
+    plain evaluation to 1e-12 relative in float64 (sums of ~10 products in another order)."""
+    nets, data = make_nets(model), make_data()
+    with jax.enable_x64(True):
+        x, y = to64(data)
+        path = make_path(kind, *to64(nets))
+        obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+        plain = np.asarray(jaxland.evaluate_path(obj, path, TS, structured=False))
+        for pre in (True, False):
+            monkeypatch.setattr(ev, "_first_layer_plan", lambda b, P, cpu, pre=pre: (pre, 1.0))
+            calls = _spy(monkeypatch, ev, "_precompute_first_layer")
+            fast = jaxland.evaluate_path(obj, path, TS)
+            assert bool(calls) == pre
+            np.testing.assert_allclose(np.asarray(fast), plain, rtol=1e-12)
+
+
+def test_first_layer_rule():
+    """Precompute W1_k x on CPU only when it pays (module constants of jaxland.engine._structured):
+    never for n = 16; from P = 4 points for n = 784 and K = 2; always on an accelerator."""
+    def basis(n):  # the stacked endpoints of a segment (K = 2) between reference-sized networks
+        z = np.zeros
+        net = jaxland.SkipNet(z((1024, n)), z((1, 1024)), z((1024, 64)), z((64, 1024)),
+                              (z((64, 64)), z((64, 64))))
+        return jp.linear(net, net).combination()[0]
+
+    assert not ev._first_layer_plan(basis(16), 10**6, True)[0]
+    assert not ev._first_layer_plan(basis(784), 3, True)[0]
+    assert ev._first_layer_plan(basis(784), 4, True)[0]
+    assert ev._first_layer_plan(basis(16), 1, False)[0]
+    # relative cost of the direct kernel at n = 16: (2·65 + 32) / (2·65 + 3·28.7)
+    assert ev._first_layer_plan(basis(16), 100, True)[1] == pytest.approx(162 / 216.1)
+
+
 # The structured kernel folds the layers around g: θ_1 V2 when h_1 ≤ d_g (else V2 then θ_1), the
 # hidden θ_2 … θ_{k−1}, W2 V1 θ_k, and for k = 1 the whole branch into one d_y × m map. Each shape
 # of g takes a different route: (hidden sizes of g, d_g).
@@ -153,33 +190,182 @@ def test_fallback_for_other_paths_and_functions():
     np.testing.assert_allclose(np.asarray(v1), one_at_a_time(jp.linear(a, b), TS, x, y), rtol=RTOL)
 
 
-def _count_calls(monkeypatch, name):
+def _spy(monkeypatch, mod, name):
+    """Replace mod.name by a wrapper that records its arguments."""
     calls = []
-    mod = ev if name == "_run_structured" else ev_plain
     orig = getattr(mod, name)
 
-    def counting(*args, **kw):
-        calls.append(1)
+    def spying(*args, **kw):
+        calls.append((args, kw))
         return orig(*args, **kw)
 
-    monkeypatch.setattr(mod, name, counting)
+    monkeypatch.setattr(mod, name, spying)
     return calls
 
 
 @pytest.mark.parametrize("structured", [True, False])
-def test_small_memory_budget_forces_chunks(monkeypatch, structured):
+def test_small_memory_budget_bounds_the_group(monkeypatch, structured):
+    """A memory budget below one point's need gives groups of one point; chunk_size sets the group;
+    neither changes the values beyond float32 rounding."""
     x, y = make_data()
     path = make_path("polychain", *make_nets(jaxland.SkipNet))
     obj = jaxland.objective_fn(x, y, kappa=KAPPA)
     ref = jaxland.evaluate_path(obj, path, TS, structured=structured)
-    calls = _count_calls(monkeypatch, "_run_structured" if structured else "_run_plain")
-    # a few hundred bytes: about one point per chunk for this network (one point needs ~1 KB)
+    if structured:
+        calls = _spy(monkeypatch, ev, "_run_structured_loop")
+        group = lambda c: c[0][-1]  # noqa: E731  (the last positional argument)
+    else:
+        calls = _spy(monkeypatch, ev_plain._plain, "plain_values")
+        group = lambda c: c[0][0].group  # noqa: E731
+    # a few hundred bytes: one point needs ~1 KB for this network
     small = jaxland.evaluate_path(obj, path, TS, structured=structured, memory_budget=600)
-    assert len(calls) >= 5  # 9 points in (at least) several chunks
-    # chunking changes only which points share a compiled call: same values to float32 rounding
+    assert calls and all(group(c) == 1 for c in calls)
     np.testing.assert_allclose(np.asarray(small), np.asarray(ref), rtol=RTOL)
+    calls.clear()
     chunked = jaxland.evaluate_path(obj, path, TS, structured=structured, chunk_size=4)
+    assert calls and all(group(c) == 4 for c in calls)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(ref), rtol=RTOL)
+
+
+@pytest.mark.parametrize("structured", [True, False])
+def test_more_points_than_one_call_holds(monkeypatch, structured):
+    """Past the looping kernel's capacity the points run in several calls of the same kernel, the
+    last one partly filled: the same values (here capacity 6, groups of 4 or 1, P = 9)."""
+    x, y = make_data()
+    path = make_path("linear", *make_nets(jaxland.SkipNet))
+    obj = jaxland.objective_fn(x, y, kappa=KAPPA)
+    ref = jaxland.evaluate_path(obj, path, TS, structured=structured)
+    monkeypatch.setattr(chunks, "LOOP_CAPACITY", 6)
+    for chunk in (4, 1):
+        got = jaxland.evaluate_path(obj, path, TS, structured=structured, chunk_size=chunk)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=RTOL)
+
+
+def test_point_cost_counts_dots_convolutions_and_peak():
+    """FLOPs 2·(output size)·(contracted size) for a product, 2·(output size)·C_in·window for a
+    convolution, counted through nested jaxprs; the peak of the created values from a liveness walk."""
+    a, b = jnp.ones((5, 7), jnp.float32), jnp.ones((7, 3), jnp.float32)
+    c = plain.point_cost(jax.make_jaxpr(lambda a, b: jnp.sum(a @ b))(a, b).jaxpr)
+    assert c.flops == 2 * 5 * 3 * 7 and not c.has_conv
+    assert c.peak_bytes == 5 * 3 * 4 + 4  # the (5, 3) product while the scalar sum is created
+    c = plain.point_cost(jax.make_jaxpr(lambda a, b: jnp.sum(jax.jit(jnp.matmul)(a, b)))(a, b).jaxpr)
+    assert c.flops == 2 * 5 * 3 * 7  # inside a nested jit
+    img, ker = jnp.ones((1, 2, 6, 6), jnp.float32), jnp.ones((4, 2, 3, 3), jnp.float32)
+    c = plain.point_cost(jax.make_jaxpr(
+        lambda i, k: jnp.sum(jax.lax.conv(i, k, (1, 1), "VALID")))(img, ker).jaxpr)
+    assert c.has_conv and c.flops == 2 * (1 * 4 * 4 * 4) * 2 * 9
+    scan = jax.make_jaxpr(lambda a, b: jax.lax.scan(lambda s, _: (s + jnp.sum(a @ b), None), 0.0,
+                                                    None, length=3)[0])(a, b)
+    assert plain.point_cost(scan.jaxpr).flops == 3 * 2 * 5 * 3 * 7
+
+
+def test_group_rule():
+    """The cost-model rule of jaxland.engine._plain: one point per group when a point is heavy, a
+    power of two ≤ MAX_GROUP bounded by FLOPs, cache and memory budget when it is cheap; on an
+    accelerator as many points as fit in half the budget."""
+    PC = plain.PointCost
+    big = 2**31
+    assert plain.choose_group(PC(1e9, 2**26, False), on_cpu=True, budget=big) == 1
+    k = plain.choose_group(PC(1e4, 1024, False), on_cpu=True, budget=big)
+    assert k == plain.MAX_GROUP
+    k = plain.choose_group(PC(1e6, 1024, False), on_cpu=True, budget=big)
+    assert k == 8  # 8 · 1 MFLOP ≤ 4 · FLOP_TARGET < 16 · 1 MFLOP
+    k = plain.choose_group(PC(1e4, 2**20, False), on_cpu=True, budget=big)
+    assert k == 4  # 4 · 1 MiB ≤ GROUP_BYTES
+    assert plain.choose_group(PC(1e6, 1024, True), on_cpu=True, budget=big) == 1  # convolution
+    assert plain.choose_group(PC(1e4, 1024, False), on_cpu=True, budget=3000) == 2  # budget
+    assert plain.choose_group(PC(1e9, 2**20, False), on_cpu=False, budget=2**30) == 512
+
+
+def test_fresh_lambda_reuses_the_compiled_kernel(monkeypatch):
+    """The kernel is cached by the computation (jaxpr text and types), not by the function object:
+    a new lambda with the same body compiles nothing; the arrays it closes over are arguments, so
+    new data of the same shape give the new values; another computation gets another kernel."""
+    x, y = make_data()
+    a, b, _ = make_nets(jaxland.SkipNet)
+    path = jp.linear(a, b)
+
+    def make(x, kappa):
+        return lambda net: jaxland.objective(net, x, y, kappa=kappa)
+
+    calls = _spy(monkeypatch, plain, "plain_values")
+    v1 = jaxland.evaluate_path(make(x, KAPPA), path, TS)
+    v2 = jaxland.evaluate_path(make(x, KAPPA), path, TS)
+    np.testing.assert_array_equal(np.asarray(v1), np.asarray(v2))
+    v3 = jaxland.evaluate_path(make(2 * x, KAPPA), path, TS)  # new data, same computation
+    np.testing.assert_allclose(np.asarray(v3), one_at_a_time(path, TS, 2 * x, y), rtol=RTOL)
+    jaxland.evaluate_path(make(x, 2 * KAPPA), path, TS)  # κ is a literal of the computation
+    plans = [c[0][0] for c in calls]
+    assert plans[0].kernel is plans[1].kernel is plans[2].kernel
+    assert plans[3].kernel is not plans[0].kernel
+    runner = plans[0].kernel.runners[plans[0].mode, plans[0].group]
+    assert runner._cache_size() == 1  # compiled once for the three calls
+
+
+@pytest.mark.parametrize("kind", ["bezier", "reverse", "function"])  # reverse: concat, polychain, linear
+def test_user_function_on_every_path_kind(kind):
+    """A user's own function (pytree-valued) along every kind of path equals a Python loop of the
+    same function at each point."""
+    x, y = make_data()
+    nets = make_nets(jaxland.SkipNet)
+    path = (jp.from_function(jp.bezier(nets)) if kind == "function" else make_path(kind, *nets))
+
+    def fn(net):
+        return {"F": jaxland.objective(net, x, y, kappa=KAPPA), "w": jnp.sum(net.W2)}
+
+    got = jaxland.evaluate_path(fn, path, TS)
+    one = eqx.filter_jit(lambda path, t: fn(path(t)))
+    want = [one(path, jnp.float32(t)) for t in TS]
+    for key in ("F", "w"):
+        np.testing.assert_allclose(np.asarray(got[key]), [float(w[key]) for w in want], rtol=RTOL)
+
+
+class _CNN(eqx.Module):
+    """Conv2d + Linear with an activation field (a function-valued leaf)."""
+
+    conv: eqx.nn.Conv2d
+    fc: eqx.nn.Linear
+    act: object
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(1, 2, 3, stride=2, key=k1)  # 7x7 -> 3x3
+        self.fc = eqx.nn.Linear(2 * 3 * 3, 3, key=k2)
+        self.act = jax.nn.relu
+
+    def __call__(self, x):
+        return self.fc(self.act(self.conv(x)).reshape(-1))
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_equinox_models_float64(monkeypatch, model):
+    """eqx.nn.MLP (device loop) and an equinox CNN (convolutions: the host loop on CPU) along a
+    segment, with a user's cross-entropy: equal to a Python loop over the points in float64
+    (rounding only: 1e-12)."""
+    calls = _spy(monkeypatch, plain, "plain_values")
+    with jax.enable_x64(True):
+        ka, kb = jax.random.split(jax.random.key(0))
+        if model == "mlp":
+            make, xshape = (lambda k: eqx.nn.MLP(4, 3, 5, 2, key=k)), (6, 4)
+        else:
+            make, xshape = _CNN, (6, 1, 7, 7)
+        a, b = (jax.tree.map(lambda l: l.astype(jnp.float64) if eqx.is_inexact_array(l) else l,
+                             make(k)) for k in (ka, kb))
+        x = jnp.asarray(np.random.default_rng(0).normal(size=xshape))
+        labels = jnp.arange(6) % 3
+
+        def loss(net):
+            logits = jax.vmap(net)(x)
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[jnp.arange(6), labels])
+
+        path = jp.linear(a, b)
+        got = jaxland.evaluate_path(loss, path, TS)
+        assert got.dtype == jnp.float64
+        want = [float(loss(path(jnp.float64(t)))) for t in TS]
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
+    (args, _), = calls
+    assert args[0].mode == ("host" if model == "cnn" and jax.default_backend() == "cpu"
+                            else "device")
 
 
 @pytest.mark.parametrize("structured", [True, False])

@@ -134,9 +134,33 @@ def test_float32_matches_point_kernel():
     np.testing.assert_allclose(np.asarray(fast), np.asarray(point), rtol=1e-4)
 
 
+def test_switch_fraction_counts_breakpoints():
+    """With at most _FRACTION_ROWS samples, f is the fraction of (sample, unit) entries whose
+    breakpoint −A/D lies in [s_lo, s_hi), for a segment and for its reversal (s ↦ 1 − s); in float64
+    exactly (no breakpoint lies within rounding of a window end here)."""
+    rng = np.random.default_rng(2)
+    with jax.enable_x64(True):
+        a, b = (jax.tree.map(jnp.asarray, _net(jaxland.SkipNet, rng, 3, 7, 1, 2, (2,)))
+                for _ in range(2))
+        x = jnp.asarray(rng.normal(size=(20, 3)))
+        A = np.asarray(x) @ np.asarray(a.W1).T
+        D = np.asarray(x) @ (np.asarray(b.W1) - np.asarray(a.W1)).T
+        t = -A / D
+        for lo, hi in ((0.0, 1.0), (0.2, 0.7)):
+            basis, coefs = jp.linear(a, b).combination()
+            # (the mean is taken in float32: 1e-6 is far below the 1/140 step of the count)
+            assert sw.switch_fraction(basis, coefs, x, lo, hi) == pytest.approx(
+                np.mean((t >= lo) & (t < hi)), abs=1e-6)
+            (piece,) = jp.reverse(jp.linear(a, b)).pieces()
+            basis, coefs = piece.combination()
+            want = np.mean((1 - t >= lo) & (1 - t < hi))  # breakpoints of the reversed segment
+            assert sw.switch_fraction(basis, coefs, x, lo, hi) == pytest.approx(want, abs=1e-6)
+
+
 def test_dispatch(monkeypatch):
-    """Automatic use: affine pieces with ≥ SWEEP_MIN_POINTS points and ≥ SWEEP_MIN_ENTRIES data
-    entries on CPU; never for a curved piece, with sweep=False, or below the thresholds."""
+    """Automatic use: on CPU, affine pieces with ≥ SWEEP_MIN_ENTRIES data entries and
+    P ≥ scale · (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f) points; never for a curved piece,
+    with sweep=False, or below the thresholds; always with sweep=True."""
     calls = []
     real = sw.sweep_values
 
@@ -146,23 +170,39 @@ def test_dispatch(monkeypatch):
 
     monkeypatch.setattr(st_mod, "sweep_values", spy)
     monkeypatch.setattr(sw, "SWEEP_MIN_ENTRIES", 9 * 5)  # this problem's N·m
+    monkeypatch.setattr(sw, "SWEEP_MIN_POINTS", 4)
+    monkeypatch.setattr(sw, "SWEEP_POINTS_PER_SWITCH", 40)
     rng = np.random.default_rng(1)
     a, b, c = (jax.tree.map(lambda l: jnp.asarray(l, jnp.float32),
                             _net(jaxland.SkipNet, rng, 3, 5, 1, 2, (2,))) for _ in range(3))
     x = jnp.asarray(rng.normal(size=(9, 3)), jnp.float32)
     obj = jaxland.objective_fn(x, jnp.zeros((9, 1), jnp.float32))
-    many = np.linspace(0, 1, sw.SWEEP_MIN_POINTS)
+    basis, coefs = jp.linear(a, b).combination()
+    f = sw.switch_fraction(basis, coefs, x, 0.0, 1.0)
+    assert 0 < f < 1
+    # the point kernel's cost relative to the fitted one scales the threshold (here clamped to 2)
+    _, rel = st_mod._first_layer_plan(basis, 100, True)
+    scale = 1 / rel
+    need = int(np.ceil(scale * (4 + 40 * f)))  # the threshold P* for this piece
+    many = np.linspace(0, 1, need)
     jaxland.evaluate_path(obj, jp.linear(a, b), many)
-    assert calls == [sw.SWEEP_MIN_POINTS]
+    assert calls == [need]
     jaxland.evaluate_path(obj, jp.linear(a, b), many, sweep=False)
-    jaxland.evaluate_path(obj, jp.linear(a, b), many[:-1])  # below the threshold
+    jaxland.evaluate_path(obj, jp.linear(a, b), np.linspace(0, 1, need - 1))  # below P*
+    assert calls == [need]
     monkeypatch.setattr(sw, "SWEEP_MIN_ENTRIES", 9 * 5 + 1)
     jaxland.evaluate_path(obj, jp.linear(a, b), many)  # too little data
+    monkeypatch.setattr(sw, "SWEEP_MIN_ENTRIES", 9 * 5)
     jaxland.evaluate_path(obj, jp.bezier([a, c, b]), many)  # curved: never
-    assert calls == [sw.SWEEP_MIN_POINTS]
     jaxland.evaluate_path(obj, jp.bezier([a, c, b]), many, sweep=True)
-    assert calls == [sw.SWEEP_MIN_POINTS]
+    assert calls == [need]
     jaxland.evaluate_path(obj, jp.linear(a, b), many[:3], sweep=True)  # forced
-    assert calls == [sw.SWEEP_MIN_POINTS, 3]
+    assert calls == [need, 3]
+    # a short window of the segment: fewer units switch inside it, so fewer points suffice
+    f_w = sw.switch_fraction(basis, coefs, x, 0.4, 0.6)
+    assert f_w < f
+    few = np.linspace(0.4, 0.6, int(np.ceil(scale * (4 + 40 * f_w))))
+    jaxland.evaluate_path(obj, jp.linear(a, b), few)
+    assert few.shape[0] < need and calls == [need, 3, few.shape[0]]
     with pytest.raises(TypeError, match="sweep must be None, True or False"):
         jaxland.evaluate_path(obj, jp.linear(a, b), many, sweep="yes")

@@ -168,6 +168,34 @@ def _chunked(run_chunk, ts_np: np.ndarray, chunk: int, mesh, dtype):
     outs = [jax.tree.map(_to_host, o) for o in outs]
     return jax.tree.map(lambda *o: jnp.concatenate(o)[:Pn], *outs)
 
+#: output capacity of one call of a looping kernel (the plain and the structured point kernels): one
+#: compiled kernel serves every P up to it; more points run in several calls of the same kernel
+LOOP_CAPACITY = 4096
+
+
+def _looped(run, ts_np: np.ndarray, k: int, dtype) -> list[np.ndarray]:
+    """Evaluate a looping kernel `run(ts (cap,), n_groups) -> array or list of arrays (cap,)` at the
+    points ts_np (P,) in groups of k: the points are padded to whole groups (repeating the last t) and
+    to the kernel's capacity cap (a multiple of k); the kernel fills the first n_groups·k entries.
+    Returns one (P,) NumPy array per output."""
+    Pn = ts_np.shape[0]
+    ts_np = np.asarray(ts_np, np.dtype(dtype))
+    ng = -(-Pn // k)
+    cap = max(LOOP_CAPACITY // k, 1) * k
+    per_call = cap // k
+    parts = []
+    for g0 in range(0, ng, per_call):
+        g = min(per_call, ng - g0)
+        seg = np.full(cap, ts_np[-1], ts_np.dtype)
+        n = min(Pn - g0 * k, g * k)
+        seg[:n] = ts_np[g0 * k : g0 * k + n]
+        out = run(seg, np.int32(g))
+        parts.append(out if isinstance(out, (list, tuple)) else [out])
+    # every call but the last is full, so the first P entries of the concatenation are the values
+    return [np.concatenate([np.asarray(part[j]) for part in parts])[:Pn]
+            for j in range(len(parts[0]))]
+
+
 def _round_chunk(chunk: int, n_points_dev: int, P_total: int) -> int:
     """Points per chunk: at most `chunk` (the memory cap), else all P points rounded up to a bucket;
     always a multiple of the number of point devices."""

@@ -1,23 +1,38 @@
 """Batched evaluation of a function F along a path: F(γ(t_1)), …, F(γ(t_P)) at once.
 
-`evaluate_path(fn, path, ts)` evaluates many path points with `jax.vmap` inside `jax.jit`, in chunks of
-points sized to a memory budget, optionally splitting the data into batches (the mean accumulated
-exactly as a sum of per-sample losses divided by N once), and sharded over all local devices.
+`evaluate_path(fn, path, ts)` picks one of its kernels by a cost model (no timing, no calibration):
 
-**Structured fast path.** When `fn` is a data objective built by `objective_fn` and the path's pieces are
-combinations γ(s) = Σ_k c_k(s) B_k of a few `SkipNet` / `NoSkipNet` / `TwoLayer` networks (segments,
-polychains, Bézier curves, their concatenations and reversals), the objective is evaluated as
+1. **The structured kernels** — when `fn` is a data objective built by `objective_fn` and the path's
+   pieces are combinations γ(s) = Σ_k c_k(s) B_k of a few `SkipNet` / `NoSkipNet` / `TwoLayer`
+   networks (segments, polychains, Bézier curves, their concatenations and reversals):
+   - first layer: on CPU W1(s) x per point when n is small (2n flops per (sample, unit) entry
+     against streaming K + 1 arrays of N·m floats: per point cheaper for n ≲ 43), else
+     W1(s) x = Σ_k c_k(s) (W1_k x) from the K products W1_k x computed once per piece when P is
+     large enough to repay them and their fresh buffer (`_first_layer_plan`; always on an
+     accelerator);
+   - output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, small products first (`_fold_layers`);
+   - the *point kernel* (`jaxland.engine._structured`): one executable per piece, a loop over the
+     points inside it;
+   - the *breakpoint sweep* (`jaxland.engine._sweep`), on CPU, for a straight piece with P points
+     when P ≥ s·(16 + 380·f), f the fraction of the N·m (sample, unit) ReLUs that switch on the
+     piece (≈ 0.5 between two random networks) and s the ratio of the point kernel's cost per point
+     with the precomputed first layer to this piece's (1 with it; 1.33 at n = 16 without it): the
+     sweep costs a fixed ≈ f·N·m switch updates plus O(N) per point, the point kernel ≈ N·m·r per
+     point; the constants are the crossovers measured on both problems of
+     benchmarks/bench_paths.py (P* ≈ 205 on the wide input, ≈ 275–295 on the reference problem).
+2. **The plain kernel** (`jaxland.engine._plain`) — any other function (a user's own loss, any
+   model: an `eqx.nn.MLP`, a CNN, a dict of arrays) and any path: one executable per call, a
+   `fori_loop` over groups of k points with a traced trip count; k from one point's traced FLOPs
+   and peak memory (k = 1 for a point above 2 MFLOP on CPU, up to 64 for cheap points, as many as
+   fit in half the memory budget on an accelerator); with a convolution on CPU a Python loop over a
+   jitted group instead (XLA:CPU runs convolutions inside loops in a slow layout). The compiled
+   kernel is cached by the traced computation, so a fresh lambda computing the same thing does not
+   recompile.
+3. **Sharded** — with several devices (or a `mesh`), chunks of points vmapped inside `shard_map`,
+   sized to the memory budget, the data optionally split over a "data" axis.
 
-- first layer: W1(s) x = Σ_k c_k(s) (W1_k x): the K products W1_k x (N × m each) are computed once per
-  piece, so the n × m first-layer product is not recomputed per point;
-- output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, multiplying the small W2 V1 (d_y × d_o) first, so the
-  N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product); g's
-  linear first and last layers are folded the same way (θ_1 V2 and W2 V1 θ_k, see `_fold_layers`);
-- straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland.engine._sweep`, which updates the
-  product with the hidden layer only where a ReLU switches between consecutive points.
-
-Values equal the plain evaluation to rounding; `structured=False` switches it off. Anything else (a user
-function, a `from_function` path, another model) is evaluated plainly.
+Data can be split into batches (`batch_size`): the mean is accumulated exactly as a sum of per-sample
+losses divided by N once. Values do not depend on the kernel beyond floating-point rounding.
 """
 
 from __future__ import annotations
@@ -38,12 +53,14 @@ from .._checks import check_ts
 from ..model._batch_stats import stateful_leaf
 from ..model._objective import Objective, check_data
 from ..paths._paths import AbstractPath
+from . import _plain
 from ._chunks import (
     _Batches,
     _chunked,
     _global,
     _make_batches,
     _make_mesh,
+    _on_cpu,
     _peak_bytes,
     _round_chunk,
     default_memory_budget,
@@ -147,6 +164,7 @@ def _trace_key(dyn, static, batch_size, dtype):
             tuple(jax.tree.leaves(static)),
             batch_size,
             str(np.dtype(dtype)),
+            bool(jax.config.jax_enable_x64),
         )
         hash(key)
     except TypeError:
@@ -168,13 +186,14 @@ def evaluate_path(
     mesh: Mesh | None = None,
     devices: Sequence | None = None,
 ) -> PyTree:
-    """F(γ(t)) at every t in `ts`, batched: vmap over points inside jit, chunked, sharded.
+    """F(γ(t)) at every t in `ts`: one compiled loop over the points, or the structured kernels.
 
     **Arguments:**
     - `fn`: the function to evaluate. One of
       * an `Objective` from `objective_fn(x, y, kappa=…, loss=…)` (the data objective F of eq. 7;
-        fastest: exact data batching and the structured fast path);
-      * a callable `fn(params) -> scalar or pytree of scalars` (loss, accuracy, regulariser, …);
+        fastest: exact data batching and the structured kernels);
+      * a callable `fn(params) -> scalar or pytree of scalars` (loss, accuracy, regulariser, …) for
+        any model (non-array leaves such as an activation function are carried through);
       * with `data`: a callable `fn(params, batch) -> …` that is a *mean* over the batch; with
         `batch_size` the data are split into batches and the result is Σ_b (n_b/N) fn(params, batch_b),
         exact for a mean.
@@ -182,23 +201,39 @@ def evaluate_path(
     - `ts`: shape (P,), values in [0, 1] (rank, finiteness and range are checked: ``ValueError``).
     - `data`: pytree of arrays with a common leading axis N, passed to `fn` (not with an `Objective`).
     - `batch_size`: rows per data batch (default: all N at once).
-    - `chunk_size`: points per vmapped chunk (default: as many as fit in `memory_budget`). Results do
-      not depend on it beyond floating-point rounding. When all P points fit in one chunk, the chunk
-      is P rounded up to the next 2^e or 3·2^e (padding by repeating the last t), so that calls with
-      varying P (refinement rounds, slices) reuse a few compiled kernels.
-    - `memory_budget`: bytes one chunk may use per device (default `default_memory_budget()`); the
-      per-point need is estimated from the traced computation (liveness over its jaxpr) or, on the
-      structured path, from the layer sizes.
-    - `structured`: use the structured fast path when it applies (see the module docstring).
+    - `chunk_size`: points evaluated together under `jax.vmap` (one group of the loop, or one chunk
+      when sharded). Default: the kernel choice rule below. Results do not depend on it beyond
+      floating-point rounding.
+    - `memory_budget`: bytes one group (chunk) of points may use per device (default
+      `default_memory_budget()`); the per-point need is estimated from the traced computation
+      (liveness over its jaxpr) or, on the structured path, from the layer sizes.
+    - `structured`: use the structured kernels when they apply (see the module docstring).
     - `sweep`: on straight pieces (segments, polychain pieces) of a structured path, evaluate by
-      sweeping the ReLU breakpoints (`jaxland.engine._sweep`: exact to rounding, cost independent of the
-      number of points up to O(N) per point). None (default): on CPU, without a mesh, for pieces
-      with ≥ 24 points when N·m ≥ 2^16 (`jaxland.engine._sweep.use_sweep`); True: on every straight piece
-      (no mesh); False: never.
+      sweeping the ReLU breakpoints (`jaxland.engine._sweep`: exact to rounding). None (default):
+      on CPU, without a mesh, when N·m ≥ 2^16 and the piece has P ≥ s·(16 + 380·f) points, f the
+      fraction of (sample, unit) entries whose ReLU switches on the piece, s the point kernel's
+      relative cost (module docstring; `use_sweep`); True: on every straight piece (no mesh);
+      False: never.
     - `mesh`: a `jax.sharding.Mesh` with an axis "points" (and optionally "data", over which the
       `Objective`'s samples are split and the loss sums `psum`-med). Default: all devices on "points"
       (global devices in a multi-host run after `jax.distributed.initialize()`, same call).
     - `devices`: alternatively, the devices to shard the points over.
+
+    **The kernel choice rule** (cost model from the traced computation; details in
+    `jaxland.engine._plain` and `jaxland.engine._sweep`):
+    - several devices: vmapped chunks inside `shard_map`, as many points per chunk as fit in the
+      budget;
+    - an `Objective` on a structured path: the sweep on a straight piece on CPU with
+      P ≥ s·(16 + 380·f) points, else the structured point kernel (one executable, a loop over
+      groups of points; on CPU groups of one point once a point's working set passes 64 MiB; the
+      first layer per point or precomputed, by the cost model of the module docstring);
+    - anything else: the plain kernel, one executable looping over groups of k points: on CPU k = 1
+      when one point costs ≥ 2 MFLOP (0.5 MFLOP with convolutions), otherwise the largest power of
+      two ≤ 64 with k·FLOPs ≤ 8 MFLOP and k·(peak bytes) ≤ 4 MiB; on an accelerator k = budget /
+      (2·peak bytes); always k·(peak bytes) ≤ `memory_budget`. With a convolution on CPU, a Python
+      loop over one jitted group instead of the device loop. The compiled kernel is cached by the
+      traced computation (jaxpr text and types): a fresh lambda with the same body and captured
+      arrays of the same shapes does not recompile (it is traced again: milliseconds).
 
     **Returns:** the values with a leading axis P: shape (P,) for a scalar fn, a pytree of such arrays
     for a pytree-valued fn.
@@ -223,6 +258,9 @@ def evaluate_path(
         if len(sizes) != 1 or None in sizes:
             raise ValueError(f"data must be a pytree of arrays with one common leading axis N; got "
                              f"leading sizes {sorted(str(s) for s in sizes)}")
+        if sizes == {0}:
+            raise ValueError("data must have at least one row (a mean over no samples is NaN); got "
+                             "leading size N = 0")
         data = jax.tree.map(jnp.asarray, data)
     n_rows = fn.num_samples if isinstance(fn, Objective) else (
         jnp.shape(jax.tree.leaves(data)[0])[0] if data is not None and jax.tree.leaves(data) else 0)
@@ -275,8 +313,12 @@ def evaluate_path(
         return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,
                                     n_pdev, n_ddev, dtype, sweep)
 
-    # plain evaluation: check what fn returns, and the per-point memory from a liveness walk over
-    # one point's jaxpr
+    if mesh is None:
+        # the plain kernel (`jaxland.engine._plain`): one executable, a loop over groups of points
+        return _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype)
+
+    # sharded over a mesh: vmapped chunks of points inside `shard_map`. Check what fn returns, and
+    # the per-point memory from a liveness walk over one point's jaxpr
     dyn_all, static_all = eqx.partition((fn, path, data, batches), eqx.is_array)
 
     def one_dyn(dyn, t):
@@ -308,3 +350,20 @@ def evaluate_path(
         return _run_plain(fn, path, tc, data, batches, batch_size, mesh, data_axis)
 
     return _chunked(run_chunk, ts_np, chunk, mesh, dtype)
+
+
+def _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype):
+    """F(γ(t)) with the plain kernel on one device (`jaxland.engine._plain`)."""
+    dyn_all, static_all = eqx.partition((fn, path, data, batches), eqx.is_array)
+    leaves, treedef = jax.tree.flatten(dyn_all)
+
+    def point(*args):
+        *lv, t = args
+        f, p, d, b = eqx.combine(jax.tree.unflatten(treedef, lv), static_all)
+        return _plain_point(f, p, t, d, b, batch_size, None)
+
+    key = _trace_key(dyn_all, static_all, batch_size, dtype)
+    pl = _plain.plan(point, leaves, jnp.asarray(0.5, dtype), identity_key=key,
+                     chunk_size=chunk_size, budget=budget, on_cpu=_on_cpu(None),
+                     num_points=ts_np.shape[0])
+    return jax.tree.map(jnp.asarray, _plain.plain_values(pl, leaves, ts_np, dtype))

@@ -4,12 +4,20 @@ When the path's pieces are combinations γ(s) = Σ_k c_k(s) B_k of a few network
 Bézier curves, their concatenations and reversals) and the function is a data `Objective`:
 
 - first layer: W1(s) x = Σ_k c_k(s) (W1_k x): the K products W1_k x (N × m each) are computed once per
-  piece, so the n × m first-layer product is not recomputed per point;
+  piece, so the n × m first-layer product is not recomputed per point — on CPU only when that pays
+  (`_first_layer_plan`: for small n the product per point is cheaper than streaming the K
+  precomputed arrays, and a small P does not repay their fresh buffer);
 - output layer: W2 [h + V1 g] = W2 h + (W2 V1) g, multiplying the small W2 V1 (d_y × d_o) first, so the
   N × m × d_o product with V1 is never formed (for d_y = 1, W2 h is a matrix–vector product); g's
   linear first and last layers are folded the same way (θ_1 V2 and W2 V1 θ_k, see `_fold_layers`);
+- the point kernel runs as ONE executable per piece: a `fori_loop` over groups of points with a
+  traced trip count (`_run_structured_loop`), so its buffers are allocated once per call rather than
+  once per chunk (on CPU a group is one point once its working set passes 64 MiB: the reference
+  problem of benchmarks/bench_paths.py ran 1.3–2× faster than with one jitted call per chunk);
 - straight pieces on CPU (`sweep`): the breakpoint sweep of `jaxland.engine._sweep`, which updates
-  the product with the hidden layer only where a ReLU switches between consecutive points.
+  the product with the hidden layer only where a ReLU switches between consecutive points, chosen
+  when the piece has P ≥ s·(16 + 380·f) points (`use_sweep`; f the fraction of switching ReLUs, s
+  the point kernel's relative cost from `_first_layer_plan`).
 
 Values equal the plain evaluation to rounding.
 """
@@ -30,8 +38,16 @@ from .._params import tree_combination
 from ..model._losses import get_loss
 from ..model._models import NoSkipNet, SkipNet, TwoLayer, relu
 from ..model._objective import Objective
-from ._chunks import _CPU_CHUNK_BYTES, _Batches, _chunked, _make_batches, _on_cpu, _round_chunk
-from ._sweep import sweep_batch_rows, sweep_values, use_sweep
+from ._chunks import (
+    _CPU_CHUNK_BYTES,
+    _Batches,
+    _chunked,
+    _looped,
+    _make_batches,
+    _on_cpu,
+    _round_chunk,
+)
+from ._sweep import sweep_batch_rows, sweep_values, switch_fraction, use_sweep
 
 _STRUCTURED_MODELS = (SkipNet, NoSkipNet, TwoLayer)
 
@@ -117,17 +133,22 @@ def _structured_chunk(obj: Objective, basis, coef_fn, s, batches: _Batches, ax, 
         return _head(h, f, is_two, skip)
 
     def body(acc, b):
-        axb, xb, yb, wb = b  # axb (K, B, m)
-        cf = coefs.astype(axb.dtype)
-        pre = cf[:, 0, None, None] * axb[0]
-        for k in range(1, K):
-            pre = pre + cf[:, k, None, None] * axb[k]
+        axb, xb, yb, wb = b  # axb (K, B, m), or None: the first layer computed per point
+        if axb is None:
+            pre = jax.vmap(lambda W: xb.astype(W.dtype) @ W.T)(nets.W1)
+        else:
+            cf = coefs.astype(axb.dtype)
+            pre = cf[:, 0, None, None] * axb[0]
+            for k in range(1, K):
+                pre = pre + cf[:, k, None, None] * axb[k]
         h = relu(pre)  # (c, B, m)
         pred = jax.vmap(head)(h, folded)  # (c, B, d_y)
         per = jax.vmap(lossfn, in_axes=(0, None))(pred, yb)  # (c, B)
         return acc + jnp.sum(per * wb, axis=1), None
 
-    zero = jnp.zeros(s.shape, jnp.result_type(ax.dtype, *jax.tree.leaves(basis)))
+    dt = jnp.result_type(*jax.tree.leaves(basis)) if ax is None else jnp.result_type(
+        ax.dtype, *jax.tree.leaves(basis))
+    zero = jnp.zeros(s.shape, dt)
     total, _ = jax.lax.scan(body, zero, (ax, batches.x, batches.y, batches.w))
     if data_axis is not None:
         total = jax.lax.psum(total, data_axis)
@@ -135,6 +156,40 @@ def _structured_chunk(obj: Objective, basis, coef_fn, s, batches: _Batches, ax, 
 @eqx.filter_jit
 def _locate(path, ts):
     return jax.vmap(path.locate)(ts)
+
+
+#: The first layer of the point kernel on CPU (cost model, in flop-equivalents per (sample, unit)
+#: entry of the N × m pre-activation): computed per point as W1(s) x ("direct": 2n per point), or
+#: combined from the K precomputed products as Σ_k c_k(s) (W1_k x) (streaming K + 1 arrays of N·m
+#: floats per point: _STREAM·(K + 1)) at a one-off K·(2n + _PRECOMPUTE_FIXED): the products and the
+#: page faults of their fresh K·N·m buffer. The rest of a point costs ≈ 2r (r rows read the hidden
+#: layer). Fitted on the bench_paths problems (N = 4096, m = 1024, K = 2, interleaved timings):
+#: the per-point costs are equal at n ≈ 43; precomputing pays from P = 4 points at n = 784 and
+#: from P ≈ 64 at n = 64; at n = 16 never (P = 16: 38 against 73 ms; P = 256: 516 against 631 ms).
+_STREAM = 28.7
+_PRECOMPUTE_FIXED = 1350.0
+
+
+def _first_layer_plan(basis, P: int, on_cpu: bool) -> tuple[bool, float]:
+    """(precompute W1_k x?, the point kernel's cost per point and entry relative to the precomputed
+    kernel's, which the sweep's dispatch constants were fitted against)."""
+    K, _, n = basis.W1.shape
+    r = _rows_of(basis)
+    stream = _STREAM * (K + 1)
+    gain = 2 * n - stream  # per point and entry, of precomputing
+    pre = (not on_cpu) or (gain > 0 and P * gain >= K * (2 * n + _PRECOMPUTE_FIXED))
+    per_point = 2 * r + (stream if pre else 2 * n)
+    # (the model is fitted for r ≈ 65; for narrow heads other per-point work dominates: clamp)
+    return pre, min(max(per_point / (2 * r + stream), 0.5), 2.0)
+
+
+def _rows_of(basis) -> int:
+    """r: the rows that read the hidden layer (V2 and W2 for a SkipNet, V2 for a NoSkipNet, W2 for a
+    TwoLayer), after the folding of `_fold_layers`."""
+    d_y = basis.W2.shape[-2]
+    if isinstance(basis, TwoLayer):
+        return d_y
+    return basis.V2.shape[-2] + (d_y if isinstance(basis, SkipNet) else 0)
 
 
 @eqx.filter_jit
@@ -158,6 +213,23 @@ def _run_structured(obj, basis, coef_fn, s, batches, ax, mesh, data_axis):
         sharded, mesh=mesh, in_specs=(P(), P("points"), bspec, axspec), out_specs=P("points"),
         check_vma=False,
     )(dyn, s, batches, ax)
+
+@functools.partial(eqx.filter_jit, donate="none")
+def _run_structured_loop(obj, basis, coef_fn, s, n_groups, batches, ax, group: int):
+    """F at the first n_groups·group points of s (cap,) of one piece, in ONE executable: a
+    `fori_loop` over groups of `group` points with a traced trip count (the buffers are allocated
+    once per call, not once per chunk; see `jaxland.engine._plain`)."""
+    cap = s.shape[0]
+    shape = jax.eval_shape(lambda: _structured_chunk(obj, basis, coef_fn, s[:group], batches, ax,
+                                                     None))
+
+    def body(i, out):
+        sg = jax.lax.dynamic_slice_in_dim(s, i * group, group)
+        v = _structured_chunk(obj, basis, coef_fn, sg, batches, ax, None)
+        return jax.lax.dynamic_update_slice_in_dim(out, v, i * group, 0)
+
+    return jax.lax.fori_loop(0, n_groups, body, jnp.zeros((cap,), shape.dtype))
+
 
 def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, data_axis, n_pdev,
                          n_ddev, dtype, sweep=None):
@@ -201,8 +273,15 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
 
     sweep_batches = {}  # rows per batch -> the data re-batched for the sweep
     for idx, basis, coef_fn, csz in work:
+        s_piece = s[idx]
+
+        def fraction(basis=basis, coef_fn=coef_fn, s_piece=s_piece):
+            return switch_fraction(basis, coef_fn, obj.x, float(s_piece.min()), float(s_piece.max()))
+
+        precompute, rel_cost = _first_layer_plan(basis, idx.shape[0], _on_cpu(mesh))
         if mesh is None and use_sweep(sweep, coef_fn, idx.shape[0],
-                                      obj.num_samples * basis.W1.shape[-2], _on_cpu(None)):
+                                      obj.num_samples * basis.W1.shape[-2], _on_cpu(None),
+                                      fraction, 1.0 / rel_cost):
             rows = sweep_batch_rows(basis.W1.shape[-2], batches.x.shape[1])
             if rows not in sweep_batches:  # the pieces of one path share it
                 sweep_batches[rows] = _make_batches(obj.x, obj.y, rows)[0]
@@ -211,16 +290,24 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
                 out = np.zeros((Pn,), vals.dtype)
             out[idx] = vals
             continue
-        ax = _precompute_first_layer(basis, batches)
-        if mesh is not None:
+        ax = (_precompute_first_layer(basis, batches) if mesh is not None or precompute
+              else None)
+        if mesh is not None and ax is not None:
             axspec = P(None, None, data_axis) if data_axis is not None else P()
             ax = jax.device_put(ax, NamedSharding(mesh, axspec))
         chunk = common if use_common else _round_chunk(csz, n_pdev, idx.shape[0])
+        if mesh is None:
 
-        def run_chunk(sc, basis=basis, coef_fn=coef_fn, ax=ax):
-            return _run_structured(obj, basis, coef_fn, sc, batches, ax, mesh, data_axis)
+            def run_loop(sc, n_groups, basis=basis, coef_fn=coef_fn, ax=ax, chunk=chunk):
+                return _run_structured_loop(obj, basis, coef_fn, sc, n_groups, batches, ax, chunk)
 
-        vals = _chunked(run_chunk, s[idx], chunk, mesh, dtype)
+            (vals,) = _looped(run_loop, s[idx], chunk, dtype)
+        else:
+
+            def run_chunk(sc, basis=basis, coef_fn=coef_fn, ax=ax):
+                return _run_structured(obj, basis, coef_fn, sc, batches, ax, mesh, data_axis)
+
+            vals = _chunked(run_chunk, s[idx], chunk, mesh, dtype)
         if out is None:
             out = np.zeros((Pn,), np.asarray(vals).dtype)
         out[idx] = np.asarray(vals)

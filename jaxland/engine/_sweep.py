@@ -42,15 +42,28 @@ from ..paths._paths import BernsteinCoefs, LinearCoefs, ReversedCoefs
 
 __all__: list[str] = []
 
-#: points of one piece from which the sweep replaces the point-by-point kernel on CPU (below it the
-#: sweep's set-up, four N × m × r products and the grouping of switches, is not repaid)
-SWEEP_MIN_POINTS = 24
+#: the dispatch rule (`use_sweep`): on CPU a straight piece with P points is swept iff
+#: P ≥ SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f, where f is the fraction of the N·m
+#: (sample, unit) entries whose ReLU switches between the piece's first and last point
+#: (`switch_fraction`). Cost model: the point kernel costs ≈ c·N·m·r per point; the sweep costs a
+#: set-up (the grouping of the switches) plus ≈ f·N·m switch updates of 3r numbers each, and O(N·r)
+#: per point; so the crossover P* = a + b·f does not depend on the shape. Measured crossovers
+#: (interleaved timings, CPU and wall time, on benchmarks/bench_paths.py's problems): reference
+#: f = 0.50: P* = 199–214; wide input f = 0.50: 202–205; reference between a and a + 0.1 (b − a),
+#: f = 0.032: 25–32. The line through them: P* = 16 + 380·f (205 for f = 0.5), for the point
+#: kernel with the precomputed first layer; `use_sweep`'s `scale` adapts it to a point kernel with
+#: another cost per point (the reference problem computes its first layer per point, n = 16:
+#: scale 1.33, P* = 275 for f = 0.5; measured 276–294).
+SWEEP_MIN_POINTS = 16
+SWEEP_POINTS_PER_SWITCH = 380
 #: and only when the data have at least this many (sample, unit) entries N·m: below it a point costs
 #: microseconds and compiling the sweep's kernels (one per point count and switch-list size bucket)
 #: is not repaid
 SWEEP_MIN_ENTRIES = 1 << 16
 #: samples per data chunk of the sweep: bounds the N·m-sized arrays (switch list, A, D)
 _SWEEP_SAMPLE_ENTRIES = 1 << 22
+#: rows of x on which `switch_fraction` estimates f
+_FRACTION_ROWS = 64
 
 
 def sweep_batch_rows(m: int, batch_size: int | None) -> int:
@@ -60,12 +73,45 @@ def sweep_batch_rows(m: int, batch_size: int | None) -> int:
     return cap if batch_size is None else min(cap, int(batch_size))
 
 
-def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool) -> bool:
-    """Whether `evaluate_path` sweeps a piece: `sweep` True (wherever the piece is affine) or None
-    (automatic: on CPU, ≥ SWEEP_MIN_POINTS points on the piece and ≥ SWEEP_MIN_ENTRIES entries N·m)."""
+@jax.jit
+def _fraction(W1, c0, c1, xs, s_lo, s_hi):
+    dc = c1 - c0
+    A = sum(c0[k] * (xs @ W1[k].T) for k in range(W1.shape[0]))
+    D = sum(dc[k] * (xs @ W1[k].T) for k in range(W1.shape[0]))
+    t = jnp.where(D == 0, jnp.inf, -A / jnp.where(D == 0, 1, D))
+    return jnp.mean(((t >= s_lo) & (t < s_hi)).astype(jnp.float32))
+
+
+def switch_fraction(basis, coef_fn, x, s_lo: float, s_hi: float) -> float:
+    """f: the fraction of (sample, unit) entries whose breakpoint t = −A/D lies in [s_lo, s_hi)
+    (A = W1_α x, D = W1_β x for the piece W1(s) = W1_α + s W1_β), estimated on `_FRACTION_ROWS`
+    evenly spaced rows of x (one small jitted kernel: ≈ 1 ms)."""
+    N = x.shape[0]
+    xs = x[np.arange(0, N, max(1, N // _FRACTION_ROWS))[:_FRACTION_ROWS]]
+    dtype = basis.W1.dtype
+    c0 = jnp.asarray(coef_fn(jnp.asarray(0.0, dtype)), dtype)
+    c1 = jnp.asarray(coef_fn(jnp.asarray(1.0, dtype)), dtype)
+    return float(_fraction(basis.W1, c0, c1, xs.astype(dtype), s_lo, s_hi))
+
+
+def use_sweep(sweep, coef_fn, count: int, entries: int, on_cpu: bool, fraction=None,
+              scale: float = 1.0) -> bool:
+    """Whether `evaluate_path` sweeps a piece with `count` points: `sweep` True (wherever the piece
+    is affine), False (never) or None (automatic: on CPU, ≥ SWEEP_MIN_ENTRIES entries N·m and
+    count ≥ scale · (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH · f) with f = `fraction()`, the
+    switching fraction of `switch_fraction` (f = 1 when `fraction` is None); `scale` is the cost per
+    point of the point kernel the constants were fitted against over this piece's point kernel's
+    (> 1: this one is cheaper, so the sweep pays later; `jaxland.engine._structured`)."""
     if sweep is False or not affine_coefficients(coef_fn):
         return False
-    return sweep is True or (on_cpu and count >= SWEEP_MIN_POINTS and entries >= SWEEP_MIN_ENTRIES)
+    if sweep is True:
+        return True
+    if not (on_cpu and entries >= SWEEP_MIN_ENTRIES and count >= scale * SWEEP_MIN_POINTS):
+        return False
+    if count >= scale * (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH):  # the sweep wins for any f
+        return True
+    f = 1.0 if fraction is None else fraction()
+    return count >= scale * (SWEEP_MIN_POINTS + SWEEP_POINTS_PER_SWITCH * f)
 
 
 def affine_coefficients(coef_fn) -> bool:
