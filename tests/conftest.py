@@ -67,3 +67,25 @@ def annotations_unchecked():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", before)
+
+
+def assert_refuses(call, name: str, *exc: type[BaseException], match: str | None = None):
+    """`call()` (no arguments) refuses its bad input, naming the argument `name`, both as the tests
+    see it and as users see it.
+
+    First with the annotations checked as in the test run (`raises_naming`: the checked annotation of
+    `name` or the library's own check, whichever fires first), then with the annotations unchecked,
+    as users run the library: the library's own check must then raise an exception of a type in `exc`
+    whose message matches `match` (or names `name` when `match` is None). So a checked annotation
+    that fires first never hides the library's own check and its message from the tests.
+    """
+    with raises_naming(name, *exc, match=match):
+        call()
+    exc = tuple(e for x in exc for e in (x if isinstance(x, tuple) else (x,)))
+    with annotations_unchecked(), pytest.raises(exc) as info:
+        call()
+    msg = str(info.value)
+    if match is not None:
+        assert re.search(match, msg), f"{match!r} not found in the message {msg!r}"
+    else:
+        assert name in msg, f"the message does not name {name!r}: {msg!r}"

@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import annotations_unchecked, raises_naming
 from hypothesis import given, strategies as st
 
 import jaxland as jl
-from conftest import annotations_unchecked, raises_naming
 
 
 def np_relu(z):
