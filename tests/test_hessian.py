@@ -329,6 +329,8 @@ def test_warm_start_along_path_same_eigs_fewer_steps_float64():
 def test_tol_bad_inputs():
     net, F = _problem(jnp.float32, skip=False)
     key = jax.random.PRNGKey(0)
+    # an int where the annotation says float: accepted, as PEP 484 reads `float` (pyproject's hook)
+    assert jl.hessian_eigs(F, net, key=key, num_steps=4, tol=0).lambda_max.shape == ()
     for bad in (-1e-3, float("nan"), "1e-3", True):
         assert_refuses(lambda: jl.hessian_eigs(F, net, key=key, num_steps=4, tol=bad), "tol",
                        ValueError, match="tol must be None or a finite number >= 0")
