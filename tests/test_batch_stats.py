@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import raises_naming
+from conftest import assert_refuses, raises_naming
 
 import jaxland as jl
 from jaxland import recompute_batch_stats
@@ -303,8 +303,8 @@ def test_errors_name_the_argument():
         recompute_batch_stats(model, state, x[:, :, :5, :5])
     with pytest.raises(ValueError, match=r"x must hold at least one sample.*\(0, 1, 6, 6\)"):
         recompute_batch_stats(model, state, x[:0])
-    with pytest.raises(ValueError, match=r"x must hold at least one sample.*got shape \(\)"):
-        recompute_batch_stats(model, state, jnp.float64(1.0))
+    assert_refuses(lambda: recompute_batch_stats(model, state, jnp.float64(1.0)), "x", ValueError,
+                   match=r"x must hold at least one sample.*got shape \(\)")
     for bad in (0, -3, 2.5, True):
         with raises_naming(
             "batch_size", ValueError, match=rf"batch_size must be None or an integer ≥ 1; got {bad!r}"
