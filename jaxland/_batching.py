@@ -76,13 +76,14 @@ def pad_chunks(a, chunk: int, *, num_chunks: int | None = None) -> tuple[np.ndar
     return chunks, real
 
 
-def rows_per_chunk(m: int, chunk_size: int | None = None, *, max_entries: int = DEFAULT_BLOCK_ENTRIES,
+def rows_per_chunk(m: int, chunk_size: object = None, *, max_entries: int = DEFAULT_BLOCK_ENTRIES,
                    name: str = "chunk_size") -> int:
     """Rows per chunk of an (m, ·)·(·, m) product computed block by block.
 
     **Arguments:** `m` the number of rows (and columns of each block); `chunk_size` the user's choice
-    (a positive integer) or None for about `max_entries` entries per (rows, m) block; `name` the
-    argument's name in the error message.
+    (a positive integer) or None for about `max_entries` entries per (rows, m) block, as the user
+    passed it: this is its check (any other value raises ``ValueError`` naming `name`, the argument's
+    name in the error message).
 
     **Returns:** min(chunk_size, m) as a Python int (at least 1).
     """

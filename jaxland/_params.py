@@ -29,7 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, PyTree
+from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from ._eager import eager_call
 
@@ -90,7 +90,7 @@ class Unravel(eqx.Module):
     def size(self) -> int:
         return int(sum(math.prod(s) for s in self.shapes))
 
-    def __call__(self, v: Array) -> PyTree:
+    def __call__(self, v: Float[ArrayLike, " n"]) -> PyTree:
         v = jnp.asarray(v)
         if v.shape != (self.size,):
             raise ValueError(f"the parameter vector must have shape ({self.size},); got {v.shape}")

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import raises_naming
 from hypothesis import given, settings, strategies as st
 
 import jaxland
@@ -340,7 +341,7 @@ def test_spec_errors():
         permutation_spec(a, {"h": [("w1", 2)]})
     with pytest.raises(ValueError, match="already permuted by group 'h'"):
         permutation_spec(a, {"h": [("w1", 0)], "g": [("w1", 0)]})
-    with pytest.raises(TypeError, match="key-path string"):
+    with raises_naming("groups", TypeError, match="key-path string"):
         permutation_spec(a, {"h": [(3, 0)]})
     with pytest.raises(ValueError, match="no automatic permutation spec for dict"):
         align(a, a)

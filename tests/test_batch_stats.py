@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_refuses, raises_naming
 
 import jaxland as jl
 from jaxland import recompute_batch_stats
@@ -302,11 +303,11 @@ def test_errors_name_the_argument():
         recompute_batch_stats(model, state, x[:, :, :5, :5])
     with pytest.raises(ValueError, match=r"x must hold at least one sample.*\(0, 1, 6, 6\)"):
         recompute_batch_stats(model, state, x[:0])
-    with pytest.raises(ValueError, match=r"x must hold at least one sample.*got shape \(\)"):
-        recompute_batch_stats(model, state, jnp.float64(1.0))
+    assert_refuses(lambda: recompute_batch_stats(model, state, jnp.float64(1.0)), "x", ValueError,
+                   match=r"x must hold at least one sample.*got shape \(\)")
     for bad in (0, -3, 2.5, True):
-        with pytest.raises(
-            ValueError, match=rf"batch_size must be None or an integer ≥ 1; got {bad!r}"
+        with raises_naming(
+            "batch_size", ValueError, match=rf"batch_size must be None or an integer ≥ 1; got {bad!r}"
         ):
             recompute_batch_stats(model, state, x, batch_size=bad)
     plain = eqx.nn.MLP(3, 1, 4, 1, key=jax.random.PRNGKey(0))
@@ -314,7 +315,7 @@ def test_errors_name_the_argument():
         recompute_batch_stats(plain, eqx.nn.State(plain), jnp.ones((4, 3)))
     with pytest.raises(ValueError, match=r"axis_name is 'data' but the BatchNorm at model.bn_late"):
         recompute_batch_stats(model, state, x, axis_name="data")
-    with pytest.raises(TypeError, match="state must be an eqx.nn.State"):
+    with raises_naming("state", TypeError, match="state must be an eqx.nn.State"):
         recompute_batch_stats(model, {"mean": 0.0}, x)
     _, other_state = make("mlp", "ema", 0)
     with pytest.raises(
@@ -522,7 +523,7 @@ def test_nnx_inference_equals_full_batch_training():
     for t, out in zip(ts, outs, strict=True):
         np.testing.assert_allclose(out, run(at(t), train=True), rtol=1e-10, atol=1e-10)
 
-    with pytest.raises(TypeError, match="state must be None for a flax nnx model"):
+    with raises_naming("state", TypeError, match="state must be None for a flax nnx model"):
         recompute_batch_stats(a, nnx.state(a, nnx.BatchStat), x)
     with pytest.raises(ValueError, match="model contains no nnx.BatchNorm"):
         recompute_batch_stats(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), None, jnp.ones((3, 2)))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import raises_naming
 from hypothesis import given, settings, strategies as st
 
 import jaxland
@@ -169,13 +170,13 @@ def test_merge_plan_bad_input():
         jaxland.merge_plan(rows, 2)
     with pytest.raises(ValueError, match="method"):
         jaxland.merge_plan(rows, 2, 0.5, method="nope")
-    with pytest.raises(ValueError, match="rows must"):
+    with raises_naming("rows", ValueError, match="rows must"):
         jaxland.angle_cluster(jnp.ones(4), 0.5)
     with pytest.raises(ValueError, match="eps must"):
         jaxland.angle_cluster(rows, -0.1)
     with pytest.raises(ValueError, match="eps must"):
         jaxland.angle_cluster(rows, jnp.ones(2))
-    with pytest.raises(TypeError, match="floating"):
+    with raises_naming("rows", TypeError, match="floating"):
         jaxland.angle_cluster(jnp.ones((3, 2), jnp.int32), 0.5)
 
 

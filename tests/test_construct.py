@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_refuses
 
 import jaxland
 from jaxland.construct._steps import PINV_RTOL_FACTOR, _branch_norms
@@ -348,10 +349,11 @@ def _bad_input():
     with pytest.raises(ValueError, match=r"eps must be an angle in \(0, π\]; got -0.1"):
         jaxland.construct_path(a, b, star, eps=-0.1)
     for bad in (0.0, 1.0, float("nan"), "0.5"):  # η ∈ (0, 1), named in the message
-        with pytest.raises(ValueError, match=r"eta must be a number in \(0, 1\)"):
-            jaxland.connect(a, b, x, y, kappa=0.1, eta=bad, xi_star=star)
-    with pytest.raises(TypeError, match="eta must be a concrete number"):  # connect is a driver
-        jax.jit(lambda e: jaxland.connect(a, b, x, y, kappa=0.1, eta=e, xi_star=star))(0.5)
+        assert_refuses(lambda: jaxland.connect(a, b, x, y, kappa=0.1, eta=bad, xi_star=star), "eta",
+                       ValueError, match=r"eta must be a number in \(0, 1\)")
+    assert_refuses(  # connect is a driver
+        lambda: jax.jit(lambda e: jaxland.connect(a, b, x, y, kappa=0.1, eta=e, xi_star=star))(0.5),
+        "eta", TypeError, match="eta must be a concrete number")
     with pytest.raises(ValueError, match="net_a"):
         small = jaxland.SkipNet.init(jax.random.PRNGKey(0), n=n, m=M - 1, d_y=DY, d_g=3, d_o=3,
                                      hidden=(3,))

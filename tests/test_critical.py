@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_refuses
 
 import jaxland as jl
 
@@ -125,7 +126,7 @@ def test_bad_inputs():
         jl.find_critical_point(_double_well, p, key=key, max_steps=0)
     with pytest.raises(ValueError, match="eig_tol must be a finite number >= 0"):
         jl.classify_critical_point(_double_well, p, key=key, eig_tol=float("nan"))
-    with pytest.raises(ValueError, match="key is required"):
-        jl.classify_critical_point(_double_well, p, key=None)
+    assert_refuses(lambda: jl.classify_critical_point(_double_well, p, key=None), "key", ValueError,
+                   match="key is required")
     with pytest.raises(ValueError, match="no floating-point array leaves"):
         jl.find_critical_point(_double_well, {"a": 1}, key=key)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _nets import np_net, to64
+from conftest import assert_refuses
 from hypothesis import given, settings
 
 import jaxland
@@ -444,8 +445,8 @@ def test_bad_input_errors():
         jaxland.evaluate_path(obj, path, [0.0, np.nan])
     with pytest.raises(ValueError, match="at least one point"):
         jaxland.evaluate_path(obj, path, np.zeros((0,)))
-    with pytest.raises(TypeError, match="path must be"):
-        jaxland.evaluate_path(obj, a, [0.5])
+    assert_refuses(lambda: jaxland.evaluate_path(obj, a, [0.5]), "path", TypeError,
+                   match="path must be")
     with pytest.raises(ValueError, match="different tree structures"):
         jaxland.evaluate_path(obj, jp.linear(a, jaxland.TwoLayer(a.W1, a.W2)), [0.5])
     with pytest.raises(ValueError, match=r"x must have shape \(N, 5\)"):
@@ -453,8 +454,8 @@ def test_bad_input_errors():
         jaxland.evaluate_path(obj, jp.linear(wide, wide), [0.5])
     with pytest.raises(ValueError, match="batch_size"):
         jaxland.evaluate_path(obj, path, [0.5], batch_size=0)
-    with pytest.raises(ValueError, match="chunk_size"):
-        jaxland.evaluate_path(obj, path, [0.5], chunk_size=1.5)
+    assert_refuses(lambda: jaxland.evaluate_path(obj, path, [0.5], chunk_size=1.5), "chunk_size",
+                   ValueError)
     with pytest.raises(ValueError, match="memory_budget"):
         jaxland.evaluate_path(obj, path, [0.5], memory_budget=0)
     with pytest.raises(ValueError, match="data must be None"):

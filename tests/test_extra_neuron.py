@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_refuses
 
 import jaxland as jl
 from jaxland.theory._extra_neuron import demo_problem
@@ -98,10 +99,10 @@ def test_bad_inputs():
         jl.ExtraNeuron(start, aug.a, jnp.zeros(3), aug.b)
     with pytest.raises(ValueError, match="lam must be a finite number >= 0"):
         jl.extra_neuron_objective(aug, x, y, lam=-1.0)
-    with pytest.raises(ValueError, match=r"y must have shape \(6, 1\)"):
-        jl.extra_neuron_objective(aug, x, y[:, 0], lam=0.1)
-    with pytest.raises(TypeError, match="aug must be an ExtraNeuron"):
-        jl.extra_neuron_objective(start, x, y, lam=0.1)
+    assert_refuses(lambda: jl.extra_neuron_objective(aug, x, y[:, 0], lam=0.1), "y", ValueError,
+                   match=r"y must have shape \(6, 1\)")
+    assert_refuses(lambda: jl.extra_neuron_objective(start, x, y, lam=0.1), "aug", TypeError,
+                   match="aug must be an ExtraNeuron")
     with pytest.raises(ValueError, match="p must be a positive integer"):
         jl.polynomial_hinge(0)
     with pytest.raises(TypeError, match="model must have in_features"):

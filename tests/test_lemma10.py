@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_refuses
 from hypothesis import given, settings, strategies as st
 
 import jaxland
@@ -55,9 +56,9 @@ def test_lemma10_bad_input():
     w = jnp.array([1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="unit norm"):
         jaxland.lemma10(2 * w, w, x)
-    with pytest.raises(ValueError, match="w2 has 2 entries"):
-        jaxland.lemma10(w, jnp.array([1.0, 0.0]), x)
-    with pytest.raises(ValueError, match="w1 must be a vector"):
-        jaxland.lemma10(jnp.ones((1, 3)), w, x)
-    with pytest.raises(ValueError, match="x must have shape"):
-        second_moment_norm(jnp.ones(3))
+    assert_refuses(lambda: jaxland.lemma10(w, jnp.array([1.0, 0.0]), x), "w2", ValueError,
+                   match="w2 has 2 entries")
+    assert_refuses(lambda: jaxland.lemma10(jnp.ones((1, 3)), w, x), "w1", ValueError,
+                   match="w1 must be a vector")
+    assert_refuses(lambda: second_moment_norm(jnp.ones(3)), "x", ValueError,
+                   match="x must have shape")

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_refuses
 
 import jaxland
 from jaxland import paths as jp
@@ -105,12 +106,12 @@ class BarrierJitTest(chex.TestCase):
 
 
 def test_barrier_errors():
-    with pytest.raises(ValueError, match="values must have shape"):
-        jaxland.barrier(np.zeros((2, 2)))
+    assert_refuses(lambda: jaxland.barrier(np.zeros((2, 2))), "values", ValueError,
+                   match="values must have shape")
     with pytest.raises(ValueError, match="endpoints 0 and 1"):
         jaxland.barrier(np.zeros(3), np.array([0.1, 0.5, 1.0]))
-    with pytest.raises(ValueError, match="ts must have the shape of values"):
-        jaxland.barrier(np.zeros(3), np.array([0.0, 1.0]))
+    assert_refuses(lambda: jaxland.barrier(np.zeros(3), np.array([0.0, 1.0])), "ts", ValueError,
+                   match="ts must have the shape of values")
 
 
 def _nets(k=3):

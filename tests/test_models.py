@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import annotations_unchecked, raises_naming
 from hypothesis import given, strategies as st
 
 import jaxland as jl
@@ -156,16 +157,22 @@ class TransformsTest(chex.TestCase):
 
 def test_shape_errors_name_the_fields():
     net = jl.SkipNet.init(jax.random.PRNGKey(0), n=3, m=10, d_g=4, d_o=5)
-    with pytest.raises(ValueError, match="W2 has 11 columns but W1 has 10 rows"):
+    with raises_naming("W2", ValueError, match="W2 has 11 columns but W1 has 10 rows"):
         jl.SkipNet(W1=net.W1, W2=jnp.zeros((1, 11)), V1=net.V1, V2=net.V2, theta=net.theta)
-    with pytest.raises(ValueError, match="V1 has 9 rows but W1 has 10 rows"):
+    with raises_naming("V1", ValueError, match="V1 has 9 rows but W1 has 10 rows"):
         jl.SkipNet(W1=net.W1, W2=net.W2, V1=jnp.zeros((9, 5)), V2=net.V2, theta=net.theta)
     with pytest.raises(ValueError, match=r"theta\[0\] has 3 columns"):
         jl.SkipNet(W1=net.W1, W2=net.W2, V1=net.V1, V2=net.V2, theta=(jnp.zeros((5, 3)),))
-    with pytest.raises(ValueError, match="W1 must be a matrix"):
+    with raises_naming("W1", ValueError, match="W1 must be a matrix"):
         jl.TwoLayer(W1=jnp.zeros(3), W2=jnp.zeros((1, 3)))
-    with pytest.raises(TypeError, match="theta must be a tuple"):
+    with raises_naming("theta", TypeError, match="theta must be a tuple"):
         jl.SkipNet(W1=net.W1, W2=net.W2, V1=net.V1, V2=net.V2, theta=[jnp.zeros((5, 4))])
+    # behind the checked annotations, the models' own checks give the messages users see
+    with annotations_unchecked():
+        with pytest.raises(ValueError, match="W2 has 11 columns but W1 has 10 rows"):
+            jl.SkipNet(W1=net.W1, W2=jnp.zeros((1, 11)), V1=net.V1, V2=net.V2, theta=net.theta)
+        with pytest.raises(TypeError, match="theta must be a tuple"):
+            jl.SkipNet(W1=net.W1, W2=net.W2, V1=net.V1, V2=net.V2, theta=[jnp.zeros((5, 4))])
 
 
 def test_bad_inputs_to_objective():
@@ -173,7 +180,7 @@ def test_bad_inputs_to_objective():
     x, y = jnp.ones((5, 3)), jnp.ones((5, 1))
     with pytest.raises(ValueError, match=r"x must have shape \(N, 3\).*\(5, 4\)"):
         jl.objective(net, jnp.ones((5, 4)), y, kappa=0.1)
-    with pytest.raises(ValueError, match=r"y must have shape \(5, 1\).*\(4, 1\)"):
+    with raises_naming("y", ValueError, match=r"y must have shape \(5, 1\).*\(4, 1\)"):
         jl.objective(net, x, jnp.ones((4, 1)), kappa=0.1)
     with pytest.raises(ValueError, match=r"y\[:, None\]"):
         jl.objective(net, x, jnp.ones(5), kappa=0.1)
@@ -254,9 +261,9 @@ def test_objective_fn_checks_data_when_built_and_against_the_network():
         jl.objective_fn(x, y[:, 0], kappa=1e-3)
     with pytest.raises(ValueError, match=r"y\[:, None\]"):
         jl.Objective(x, y[:, 0], 1e-3)
-    with pytest.raises(ValueError, match="y must have shape"):
+    with raises_naming("y", ValueError, match="y must have shape"):
         jl.objective_fn(x, y[:4], kappa=1e-3)
-    with pytest.raises(ValueError, match=r"x must have shape \(N, n\)"):
+    with raises_naming("x", ValueError, match=r"x must have shape \(N, n\)"):
         jl.objective_fn(x[0], y, kappa=1e-3)
     with pytest.raises(ValueError, match="x contains NaN or inf"):
         jl.objective_fn(_with(x, (2, 1), np.nan), y, kappa=1e-3)
@@ -266,7 +273,7 @@ def test_objective_fn_checks_data_when_built_and_against_the_network():
         jl.objective_fn(x, y, kappa=1e-3, loss="logistic")
     with pytest.raises(ValueError, match="integer labels >= 0"):
         jl.objective_fn(x, jnp.array([0, 1, 2, -1, 0, 1]), kappa=0.0, loss="softmax_cross_entropy")
-    with pytest.raises(TypeError, match="x must be an array"):
+    with raises_naming("x", TypeError, match="x must be an array"):
         jl.objective_fn("data", y, kappa=1e-3)
     # the first call checks the data against the network's sizes (static: also under jit)
     F = jl.objective_fn(jnp.ones((6, 4)), y, kappa=1e-3)
@@ -359,30 +366,32 @@ def test_init_refuses_bad_sizes_naming_them(model):
         if name not in params:
             continue
         tried += 1
-        with pytest.raises((TypeError, ValueError), match=rf"^{name}(\[0\])? must"):
+        with raises_naming(name, TypeError, ValueError, match=rf"^{name}(\[0\])? must"):
             init(_KEY, **{**good, name: bad})
     assert tried >= 4
-    with pytest.raises(ValueError, match="key is required"):
+    with raises_naming("key", ValueError, match="key is required"):
         init(None, **good)
-    with pytest.raises(TypeError, match="key must be a PRNG key"):
+    with raises_naming("key", TypeError, match="key must be a PRNG key"):
         init(3, **good)
+    with annotations_unchecked(), pytest.raises(ValueError, match="^m must"):
+        jl.TwoLayer.init(_KEY, n=3, m=2.5)
     assert init(jax.random.key(1), **good) is not None  # typed keys work too
 
 
 def test_fields_must_be_float_matrices():
     net = jl.SkipNet.init(_KEY, n=3, m=4, d_g=2, d_o=2, hidden=(2,))
     fields = dict(W1=net.W1, W2=net.W2, V1=net.V1, V2=net.V2, theta=net.theta)
-    with pytest.raises(TypeError, match="W1 must be a floating-point array"):
+    with raises_naming("W1", TypeError, match="W1 must be a floating-point array"):
         jl.SkipNet(**{**fields, "W1": net.W1.tolist()})
-    with pytest.raises(TypeError, match="V2 must be a floating-point array"):
+    with raises_naming("V2", TypeError, match="V2 must be a floating-point array"):
         jl.NoSkipNet(**{**fields, "V2": None})
-    with pytest.raises(TypeError, match="W2 must hold floating-point numbers"):
+    with raises_naming("W2", TypeError, match="W2 must hold floating-point numbers"):
         jl.SkipNet(**{**fields, "W2": jnp.ones((1, 4), jnp.int32)})
-    with pytest.raises(TypeError, match=r"theta\[0\] must be a floating-point array"):
+    with raises_naming("theta", TypeError, match=r"theta\[0\] must be a floating-point array"):
         jl.SkipNet(**{**fields, "theta": ([[1.0, 0.0]], net.theta[1])})
-    with pytest.raises(TypeError, match="W must be a floating-point array"):
+    with raises_naming("W", TypeError, match="W must be a floating-point array"):
         jl.Linear(W=3.0)
-    with pytest.raises(ValueError, match="W must be a matrix"):
+    with raises_naming("W", ValueError, match="W must be a matrix"):
         jl.ResidualLinear(W=jnp.ones(3), V=jnp.ones((3, 2)), theta=(jnp.ones((2, 3)),))
     # NumPy arrays are arrays: accepted
     assert jl.TwoLayer(W1=np.ones((4, 3), np.float32), W2=np.ones((1, 4), np.float32)).width == 4

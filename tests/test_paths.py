@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _nets import np_net
+from conftest import raises_naming
 from hypothesis import given, settings
 
 import jaxland
@@ -186,7 +187,7 @@ def test_from_function():
     chex.assert_trees_all_close(p(0.4), jp.linear(a, b)(0.4), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="start_like"):
         jp.from_function(lambda t: {"w": t * jnp.ones(3)}, start_like={"w": jnp.ones(4)})
-    with pytest.raises(TypeError, match="fn must be callable"):
+    with raises_naming("fn", TypeError, match="fn must be callable"):
         jp.from_function(3.0)
 
 
@@ -215,7 +216,7 @@ def test_errors():
         jp.concat(jp.linear(a, b), jp.linear(other, other))
     with pytest.raises(TypeError, match="AbstractPath"):
         jp.concat(jp.linear(a, b), a)
-    with pytest.raises(ValueError, match="scalar t"):
+    with raises_naming("t", ValueError, match="scalar t"):
         jp.linear(a, b)(jnp.zeros(3))
 
 
@@ -315,7 +316,7 @@ def test_t_outside_the_unit_interval_is_refused():
     for bad in (1.5, -0.1, float("nan")):
         with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
             p(bad)
-    with pytest.raises(ValueError, match="real number"):
+    with raises_naming("t", ValueError, match="real number"):
         p(jnp.asarray(0.5 + 0.5j))
     # traced: checked by eqx.error_if inside the computation, under jit and vmap
     with pytest.raises(Exception, match=r"t must lie in \[0, 1\]"):
@@ -332,7 +333,8 @@ def test_objective_values_is_declared():
     values is evaluated by them (for an Objective, as the Theorem 11 path)."""
     a, b, _ = skipnets()
     seg = jp.linear(a, b)
-    assert seg.objective_values(None, None, np.zeros(2), kappa=0.0) is None
+    x, y = np.ones((3, 3), np.float32), np.ones((3, 1), np.float32)
+    assert seg.objective_values(x, y, np.zeros(2), kappa=0.0) is None
 
     class Counted(jp.Segment):
         def objective_values(self, x, y, ts, *, kappa, loss="mse"):

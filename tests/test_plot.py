@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
+from conftest import assert_refuses
 
 import jaxland as jl
 
@@ -111,8 +112,8 @@ def test_plot_trajectory_end_to_end(tmp_path):
     saved(ax.figure, tmp_path, "trajectory.png")
     with pytest.raises(ValueError, match="at least 2 directions"):
         jl.trajectory_slice(F, jl.trajectory_directions(cks, num=1))
-    with pytest.raises(TypeError, match="traj must be a TrajectoryDirections"):
-        jl.plot_trajectory(sl, coords)
+    assert_refuses(lambda: jl.plot_trajectory(sl, coords), "traj", TypeError,
+                   match="traj must be a TrajectoryDirections")
 
 
 def test_plot_spectral_density(tmp_path):
@@ -129,7 +130,7 @@ def test_plot_spectral_density(tmp_path):
     assert abs(np.trapezoid(y, x) - 1.0) < 1e-3
     assert x[np.argmax(y)] < 1.0 and y[np.argmin(np.abs(x - 9.9))] > 1e-3 * y.max()
     saved(ax.figure, tmp_path, "density.png")
-    with pytest.raises(TypeError, match="sd must be a jaxland.SpectralDensity"):
-        jl.plot_spectral_density((nodes, weights))
+    assert_refuses(lambda: jl.plot_spectral_density((nodes, weights)), "sd", TypeError,
+                   match="sd must be a jaxland.SpectralDensity")
     with pytest.raises(ValueError, match="sigma must be"):
         jl.plot_spectral_density(sd, sigma=-1.0)

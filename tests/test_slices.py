@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 import pytest
 from _nets import np_net, to64
+from conftest import assert_refuses
 from hypothesis import given, settings
 
 import jaxland
@@ -144,8 +145,8 @@ def test_key_is_keyword_only():
         jaxland.filter_normalized_directions(jax.random.key(0), a)  # positional key: refused
     with pytest.raises(TypeError):
         jaxland.random_directions_slice(obj, a, jax.random.key(0))
-    with pytest.raises(ValueError, match="key is required"):
-        jaxland.filter_normalized_directions(a, key=None)
+    assert_refuses(lambda: jaxland.filter_normalized_directions(a, key=None), "key", ValueError,
+                   match="key is required")
 
 
 @settings(max_examples=4, deadline=None)

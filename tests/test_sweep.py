@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_refuses
 from hypothesis import given, settings, strategies as st
 
 import jaxland
@@ -204,5 +205,5 @@ def test_dispatch(monkeypatch):
     few = np.linspace(0.4, 0.6, int(np.ceil(scale * (4 + 40 * f_w))))
     jaxland.evaluate_path(obj, jp.linear(a, b), few)
     assert few.shape[0] < need and calls == [need, 3, few.shape[0]]
-    with pytest.raises(TypeError, match="sweep must be None, True or False"):
-        jaxland.evaluate_path(obj, jp.linear(a, b), many, sweep="yes")
+    assert_refuses(lambda: jaxland.evaluate_path(obj, jp.linear(a, b), many, sweep="yes"),
+                   "sweep", TypeError, match="sweep must be None, True or False")

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_refuses
 
 import jaxland as jl
 
@@ -109,5 +110,7 @@ def test_fit_checkpoints_with_minibatches_follow_the_same_keys():
 def test_fit_checkpoint_every_errors():
     net = jl.TwoLayer.init(jax.random.PRNGKey(1), n=2, m=4)
     for bad in (0, -1, 11, 2.0, True):
-        with pytest.raises(ValueError, match=r"checkpoint_every must be None or an integer in \[1, 10\]"):
-            jl.fit(net, DATA.x, DATA.y, kappa=0.0, steps=10, checkpoint_every=bad)
+        assert_refuses(
+            lambda: jl.fit(net, DATA.x, DATA.y, kappa=0.0, steps=10, checkpoint_every=bad),
+            "checkpoint_every", ValueError,
+            match=r"checkpoint_every must be None or an integer in \[1, 10\]")

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_refuses
 from hypothesis import given, settings
 
 from jaxland import TrajectoryDirections, trajectory_directions
@@ -187,14 +188,14 @@ def test_errors():
     ):
         trajectory_directions(cks, num=4)
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="num must be an integer"):
-            trajectory_directions(cks, num=bad)
+        assert_refuses(lambda: trajectory_directions(cks, num=bad), "num", ValueError,
+                       match="num must be an integer")
     with pytest.raises(ValueError, match=r"\[1, 2\].*P = 2 parameters.*got 3"):
         trajectory_directions(random_walk(5, {"w": (2,)}, seed=5), num=3)
     with pytest.raises(ValueError, match="at least 2 pytrees.*got 1"):
         trajectory_directions(cks[:1], num=1)
-    with pytest.raises(TypeError, match="checkpoints must be a list or tuple"):
-        trajectory_directions(iter(cks))
+    assert_refuses(lambda: trajectory_directions(iter(cks)), "checkpoints", TypeError,
+                   match="checkpoints must be a list or tuple")
     with pytest.raises(ValueError, match=r"checkpoints\[1\]\['w'\] has shape \(4,\)"):
         trajectory_directions([cks[0], {"w": jnp.zeros(4)}, cks[2]], num=1)
     with pytest.raises(ValueError, match=r"checkpoints\[0\] has a different parameter structure"):

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
-from jaxtyping import Array, PyTree
+from jaxtyping import Array, Float, PyTree
 
 from .._params import is_param, leaf_paths
 from ..model import NoSkipNet, SkipNet, TwoLayer
@@ -321,7 +321,7 @@ def _skip_groups(net) -> dict:
     return g
 
 
-def _skip_activations(net, x: Array) -> dict[str, Array]:
+def _skip_activations(net, x: Float[Array | np.ndarray, "N n"]) -> dict[str, Array]:
     """σ(W1 x); z = V2 σ(W1 x); the ReLU outputs of g's hidden layers; g(θ, z)."""
     h = jax.nn.relu(x @ net.W1.T)
     z = h @ net.V2.T
@@ -334,7 +334,7 @@ def _skip_activations(net, x: Array) -> dict[str, Array]:
     return acts
 
 
-def _two_activations(net, x: Array) -> dict[str, Array]:
+def _two_activations(net, x: Float[Array | np.ndarray, "N n"]) -> dict[str, Array]:
     return {"hidden": jax.nn.relu(x @ net.W1.T)}
 
 
@@ -355,7 +355,7 @@ def _mlp_groups(net: eqx.nn.MLP) -> dict:
     return g
 
 
-def _mlp_activations(net: eqx.nn.MLP, x: Array) -> dict[str, Array]:
+def _mlp_activations(net: eqx.nn.MLP, x: Float[Array | np.ndarray, "N n"]) -> dict[str, Array]:
     """The post-activation values of each hidden layer, as `eqx.nn.MLP.__call__` computes them (the
     activation applied unit by unit; learnt activations are refused by `_mlp_groups`)."""
     if net.in_size == "scalar":

@@ -7,8 +7,9 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, Real
 
 from .._checks import check_kappa
 from ..model._losses import LossFn, get_loss, softmax_cross_entropy
@@ -30,8 +31,8 @@ class BestLTerm(NamedTuple):
 
 
 def best_l_term(
-    x: Float[Array, "N n"],
-    y: Array,
+    x: Float[Array | np.ndarray, "N n"],
+    y: Real[Array | np.ndarray, "N ..."],
     *,
     l: int,
     kappa,

@@ -12,7 +12,7 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import ArrayLike, PRNGKeyArray, Real
 
 from .._checks import check_kappa, is_concrete
 from .._params import check_same_structure
@@ -39,8 +39,8 @@ class ConnectResult(NamedTuple):
 def connect(
     net_a,
     net_b,
-    x: Float[Array, "N n"],
-    y: Array,
+    x: Real[ArrayLike, "N n"],
+    y: Real[ArrayLike, "N ..."],
     *,
     kappa,
     eta: float = 0.5,

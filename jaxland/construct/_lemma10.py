@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._checks import is_concrete
@@ -25,7 +26,7 @@ from ..model._models import relu
 from ._cluster import row_angles
 
 
-def second_moment_norm(x: Float[Array, "N n"]) -> Array:
+def second_moment_norm(x: Float[Array | np.ndarray, "N n"]) -> Array:
     """‖Σ_x‖, the largest eigenvalue of the uncentred second moment Σ_x = (1/N) Σ_s x_s x_sᵀ."""
     if getattr(x, "ndim", None) != 2:
         raise ValueError(f"x must have shape (N, n); got {getattr(x, 'shape', None)}")
@@ -55,7 +56,11 @@ class Lemma10(NamedTuple):
     paper_bound: Array
 
 
-def lemma10(w1: Float[Array, " n"], w2: Float[Array, " n"], x: Float[Array, "N n"]) -> Lemma10:
+def lemma10(
+    w1: Float[Array | np.ndarray, " n"],
+    w2: Float[Array | np.ndarray, " n"],
+    x: Float[Array | np.ndarray, "N n"],
+) -> Lemma10:
     """E|σ(w1·x) − σ(w2·x)|² and the bounds of Lemma 10 for two unit vectors.
 
     **Arguments:**

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float, Real
 
 from .._checks import check_kappa, is_concrete
 from ..model._losses import LossFn, get_loss, mse, softmax_cross_entropy
@@ -58,8 +58,8 @@ class LinearPredictor(NamedTuple):
 
 def linear_objective(
     W: Float[Array, "d_y n"],
-    x: Float[Array, "N n"],
-    y: Array,
+    x: Real[ArrayLike, "N n"],
+    y: Real[ArrayLike, "N ..."],
     loss: str | LossFn = "mse",
     kappa=0.0,
 ) -> Array:
@@ -159,8 +159,8 @@ def _value_residual(W, x, y, lossfn, kappa):
 
 
 def best_linear_predictor(
-    x: Float[Array, "N n"],
-    y: Array,
+    x: Real[ArrayLike, "N n"],
+    y: Real[ArrayLike, "N ..."],
     *,
     kappa=0.0,
     loss: str | LossFn = "mse",

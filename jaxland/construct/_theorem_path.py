@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, PyTree
+from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from .._batching import bucket, pad_chunks, pad_rows, rows_per_chunk
 from .._checks import check_kappa, check_ts
@@ -137,10 +137,10 @@ class TheoremPath(AbstractPath):
         """Segment k (a Python int) at local time s ∈ [0, 1], as the endpoints' type."""
         return self.convert(self.segments[k](jnp.asarray(s, self.dtype)))
 
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         return _compiled_call(_path_at, self, t)
 
-    def diag(self, t: Array) -> tuple[Array, Array]:
+    def diag(self, t: Real[ArrayLike, ""]) -> tuple[Array, Array]:
         """(σ_min/σ_max of the pseudo-inverted W2(t) or W(t), relative residual of the invariant it
         keeps: W2V1 = W2(0)V1(0) in step 2, W2V1 = (1 − s)W2,sV1,s in step 3b, WV = (1 − t)W_AV_A in
         Lemma 7); (1, 0) on segments without a pseudoinverse."""

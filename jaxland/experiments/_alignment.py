@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import PyTree
 
 from .._params import param_leaves, tree_norm
 from ..alignment._align import align
@@ -163,8 +164,9 @@ def _straight(F, a, b, points: int) -> float:
     return float(search_path(F, a, b, method="linear", points=points).barrier)
 
 
-def _align_model(s, F, x, a, b, m, n, seed, model) -> dict:
-    """Barrier before and after each alignment of one pair, with the alignment's diagnostics."""
+def _align_model(s, F, x, a, b, m, n, seed, model) -> tuple[dict, PyTree]:
+    """Barrier before and after each alignment of one pair, with the alignment's diagnostics: the
+    record and b aligned to a by weight matching."""
     pts = s["points"]
     rec = {"m": m, "n": n, "seed": seed, "model": model, "f_a": float(F(a)), "f_b": float(F(b)),
            "params": sum(int(np.prod(np.shape(v))) for v in param_leaves(a)),

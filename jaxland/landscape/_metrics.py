@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from .._batching import bucket
 from .._checks import check_positive_int, check_ts
@@ -50,7 +50,7 @@ class BarrierResult(NamedTuple):
     f1: Array
 
 
-def barrier(values: Float[Array, " P"], ts: Float[Array, " P"] | None = None) -> BarrierResult:
+def barrier(values: Real[ArrayLike, " P"], ts: Real[ArrayLike, " P"] | None = None) -> BarrierResult:
     """Barrier of a path from values F(γ(t_i)) at points t_i.
 
     **Arguments:**

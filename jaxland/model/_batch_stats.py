@@ -52,7 +52,7 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import Array, PyTree
+from jaxtyping import Array, ArrayLike, PyTree, Real
 
 __all__ = ["recompute_batch_stats", "stateful_leaf"]
 
@@ -252,7 +252,7 @@ def _check_x(x, batch_size) -> Array:
 def recompute_batch_stats(
     model: PyTree,
     state: eqx.nn.State | None,
-    x: Array,
+    x: Real[ArrayLike, "N ..."],
     *,
     batch_size: int | None = None,
     axis_name: Hashable = "batch",

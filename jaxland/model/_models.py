@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_float_dtype, check_key, check_positive_float, check_positive_int
@@ -24,7 +25,7 @@ def relu(z: Array) -> Array:
     return jnp.maximum(z, 0)
 
 
-def relu_net(theta: Sequence[Array], z: Float[Array, "N d_in"]) -> Float[Array, "N d_out"]:
+def relu_net(theta: Sequence[Float[Array | np.ndarray, "_ _"]], z: Float[Array | np.ndarray, "N d_in"]) -> Float[Array, "N d_out"]:
     """The bias-free ReLU network g(θ, z) = θ_k σ(θ_{k−1} … σ(θ_1 z)) on a batch.
 
     **Arguments:**
@@ -142,11 +143,11 @@ class AbstractSkipLayers(eqx.Module):
     fields, e.g. "W2 has 11 columns but W1 has 10 rows".
     """
 
-    W1: Float[Array, "m n"]
-    W2: Float[Array, "d_y m"]
-    V1: Float[Array, "m d_o"]
-    V2: Float[Array, "d_g m"]
-    theta: tuple[Float[Array, "..."], ...]
+    W1: Float[Array | np.ndarray, "m n"]
+    W2: Float[Array | np.ndarray, "d_y m"]
+    V1: Float[Array | np.ndarray, "m d_o"]
+    V2: Float[Array | np.ndarray, "d_g m"]
+    theta: tuple[Float[Array | np.ndarray, "..."], ...]
 
     def __check_init__(self):
         for name in ("W1", "W2", "V1", "V2"):
@@ -175,7 +176,7 @@ class AbstractSkipLayers(eqx.Module):
     def out_features(self) -> int:
         return self.W2.shape[-2]
 
-    def hidden(self, x: Float[Array, "N n"]) -> Float[Array, "N m"]:
+    def hidden(self, x: Float[Array | np.ndarray, "N n"]) -> Float[Array, "N m"]:
         """σ(W1 x) for each row of x."""
         return relu(x @ self.W1.T)
 
@@ -229,7 +230,7 @@ class SkipNet(AbstractSkipLayers):
     `AbstractSkipLayers`. Build with keyword fields or `SkipNet.init(key, n=…, m=…, …)`.
     """
 
-    def __call__(self, x: Float[Array, "N n"]) -> Float[Array, "N d_y"]:
+    def __call__(self, x: Float[Array | np.ndarray, "N n"]) -> Float[Array, "N d_y"]:
         _check_input(self, x)
         h = self.hidden(x)
         return (h + self.branch(h) @ self.V1.T) @ self.W2.T
@@ -243,7 +244,7 @@ class NoSkipNet(AbstractSkipLayers):
     same formula as for SkipNet.
     """
 
-    def __call__(self, x: Float[Array, "N n"]) -> Float[Array, "N d_y"]:
+    def __call__(self, x: Float[Array | np.ndarray, "N n"]) -> Float[Array, "N d_y"]:
         _check_input(self, x)
         return self.branch(self.hidden(x)) @ (self.W2 @ self.V1).T
 
@@ -254,8 +255,8 @@ class TwoLayer(eqx.Module):
     **Fields:** `W1` (m, n), `W2` (d_y, m).
     """
 
-    W1: Float[Array, "m n"]
-    W2: Float[Array, "d_y m"]
+    W1: Float[Array | np.ndarray, "m n"]
+    W2: Float[Array | np.ndarray, "d_y m"]
 
     def __check_init__(self):
         _check_matrix("W1", self.W1)
@@ -279,7 +280,7 @@ class TwoLayer(eqx.Module):
     def hidden(self, x):
         return relu(x @ self.W1.T)
 
-    def __call__(self, x: Float[Array, "N n"]) -> Float[Array, "N d_y"]:
+    def __call__(self, x: Float[Array | np.ndarray, "N n"]) -> Float[Array, "N d_y"]:
         _check_input(self, x)
         return self.hidden(x) @ self.W2.T
 
@@ -304,9 +305,9 @@ class ResidualLinear(eqx.Module):
     θ_1 (h_1, d_x), θ_k (d_z, h_{k−1}).
     """
 
-    W: Float[Array, "d_y d_x"]
-    V: Float[Array, "d_x d_z"]
-    theta: tuple[Float[Array, "..."], ...]
+    W: Float[Array | np.ndarray, "d_y d_x"]
+    V: Float[Array | np.ndarray, "d_x d_z"]
+    theta: tuple[Float[Array | np.ndarray, "..."], ...]
 
     def __check_init__(self):
         _check_matrix("W", self.W)
@@ -325,7 +326,7 @@ class ResidualLinear(eqx.Module):
     def out_features(self) -> int:
         return self.W.shape[-2]
 
-    def __call__(self, x: Float[Array, "N d_x"]) -> Float[Array, "N d_y"]:
+    def __call__(self, x: Float[Array | np.ndarray, "N d_x"]) -> Float[Array, "N d_y"]:
         _check_input(self, x)
         return (x + relu_net(self.theta, x) @ self.V.T) @ self.W.T
 
@@ -357,7 +358,7 @@ class ResidualLinear(eqx.Module):
 class Linear(eqx.Module):
     """f(x) = W x, the linear predictor of eq. (12). **Field:** `W` (d_y, d_x)."""
 
-    W: Float[Array, "d_y d_x"]
+    W: Float[Array | np.ndarray, "d_y d_x"]
 
     def __check_init__(self):
         _check_matrix("W", self.W)
@@ -370,7 +371,7 @@ class Linear(eqx.Module):
     def out_features(self) -> int:
         return self.W.shape[-2]
 
-    def __call__(self, x: Float[Array, "N d_x"]) -> Float[Array, "N d_y"]:
+    def __call__(self, x: Float[Array | np.ndarray, "N d_x"]) -> Float[Array, "N d_y"]:
         _check_input(self, x)
         return x @ self.W.T
 

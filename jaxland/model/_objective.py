@@ -6,7 +6,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Real
 
 from .._checks import check_kappa, is_concrete
 from ._losses import LossFn, get_loss, softmax_cross_entropy
@@ -109,7 +109,7 @@ def _mean_loss(net, x, y, loss) -> Array:
     return jnp.mean(get_loss(loss)(net(x), y))
 
 
-def data_loss(net, x: Float[Array, "N n"], y: Array, loss: str | LossFn = "mse") -> Array:
+def data_loss(net, x: Real[ArrayLike, "N n"], y: Real[ArrayLike, "N ..."], loss: str | LossFn = "mse") -> Array:
     """E L(f(x), y): the mean over the N samples of the per-sample loss (no regulariser).
 
     x and y are checked as for `objective` (`check_data`; shapes always, values when concrete).
@@ -118,7 +118,7 @@ def data_loss(net, x: Float[Array, "N n"], y: Array, loss: str | LossFn = "mse")
     return _mean_loss(net, x, y, loss)
 
 
-def objective(net, x: Float[Array, "N n"], y: Array, *, kappa, loss: str | LossFn = "mse") -> Array:
+def objective(net, x: Real[ArrayLike, "N n"], y: Real[ArrayLike, "N ..."], *, kappa, loss: str | LossFn = "mse") -> Array:
     """F(ξ) = (1/N) Σ_s L(f(x_s), y_s) + κ R(ξ), eqs. (6)–(7); with "mse" this is eq. (16).
 
     **Arguments:**
@@ -209,7 +209,7 @@ class Objective(eqx.Module):
         return self.loss_sum(net, self.x, self.y) / self.num_samples + self.penalty(net)
 
 
-def objective_fn(x: Array, y: Array, *, kappa=0.0, loss: str | LossFn = "mse") -> Objective:
+def objective_fn(x: Real[ArrayLike, "N n"], y: Real[ArrayLike, "N ..."], *, kappa=0.0, loss: str | LossFn = "mse") -> Objective:
     """The objective F(ξ) = mean L + κ R(ξ) on fixed data, as a function of the network (for paths).
 
     **Arguments:**

@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
 from .._checks import check_kappa, check_key, check_positive_int
 from .._params import num_stacked, tree_index
@@ -36,8 +36,8 @@ class FitResult(NamedTuple):
 
 def fit(
     net,
-    x: Float[Array, "N n"],
-    y: Array,
+    x: Real[ArrayLike, "N n"],
+    y: Real[ArrayLike, "N ..."],
     *,
     kappa,
     loss: str | LossFn = "mse",

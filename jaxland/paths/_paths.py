@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, ArrayLike, Float, PyTree, Real
 
 from .._eager import eager_call
 from .._params import (
@@ -113,7 +113,7 @@ class AbstractPath(eqx.Module):
     """
 
     @abc.abstractmethod
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         raise NotImplementedError
 
     @property
@@ -137,7 +137,8 @@ class AbstractPath(eqx.Module):
     def combination(self) -> tuple[PyTree, Callable[[Array], Array]] | None:
         return None
 
-    def objective_values(self, x: Array, y: Array, ts, *, kappa, loss="mse") -> Array | None:
+    def objective_values(self, x: Real[ArrayLike, "N n"], y: Real[ArrayLike, "N ..."], ts, *, kappa,
+                         loss="mse") -> Array | None:
         """F(γ(t)) at every t in `ts`, shape (P,), or None when the path has no batched evaluator of
         its own (the default; see the class docstring)."""
         del x, y, ts, kappa, loss
@@ -178,7 +179,7 @@ class Segment(AbstractPath):
     def __check_init__(self):
         check_joinable(self.a, self.b)
 
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         return eager_call(_segment_point, self, check_scalar_t(t))
 
     def combination(self):
@@ -240,7 +241,7 @@ class Polychain(AbstractPath):
     nodes: PyTree
     breaks: Float[Array, " K"]
 
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         return eager_call(_polychain_point, self, check_scalar_t(t))
 
     @property
@@ -331,7 +332,7 @@ class Bezier(AbstractPath):
     def degree(self) -> int:
         return num_stacked(self.control_points, "control_points") - 1
 
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         return eager_call(_bezier_point, self, check_scalar_t(t))
 
     def combination(self):
@@ -370,7 +371,7 @@ class Concat(AbstractPath):
     paths: tuple[AbstractPath, ...]
     breaks: Float[Array, " J1"]
 
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         return eager_call(_concat_point, self, check_scalar_t(t))
 
     def pieces(self):
@@ -452,7 +453,7 @@ class Reverse(AbstractPath):
 
     path: AbstractPath
 
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         return eager_call(_reverse_point, self, check_scalar_t(t))
 
     def pieces(self):
@@ -507,7 +508,7 @@ class FunctionPath(AbstractPath):
 
     fn: Callable
 
-    def __call__(self, t: Array) -> PyTree:
+    def __call__(self, t: Real[ArrayLike, ""]) -> PyTree:
         return eager_call(_function_point, self, check_scalar_t(t))
 
 

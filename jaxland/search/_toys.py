@@ -93,8 +93,12 @@ def muller_brown_potential(p: Float[Array, "2"]) -> Array:
     return jnp.sum(A * jnp.exp(a * dx * dx + b * dx * dy + c * dy * dy))
 
 
-def _newton_critical_points(fn, p0: np.ndarray, iters: int = 30) -> np.ndarray:
+def _newton_critical_points(
+    fn, p0: Float[np.ndarray, "K d"], iters: int = 30
+) -> tuple[Float[np.ndarray, "K d"], Float[np.ndarray, "K d d"], Float[np.ndarray, " K"]]:
     """Critical points of `fn` near each row of p0 (K, d), by Newton's method on ∇fn = 0 in float64.
+
+    Returns the points (K, d), the Hessians there (K, d, d) and the values (K,).
 
     (optimistix.root_find with optx.Newton does the same; this vmapped loop is kept dependency-light
     and exact: it converges quadratically from the 3-decimal literature coordinates.)

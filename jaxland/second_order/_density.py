@@ -20,7 +20,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Real
 
 from .._checks import check_fn, check_key
 from .._params import combine, num_params, partition
@@ -50,8 +50,9 @@ class SpectralDensity(NamedTuple):
         """(1/M) Σ_m Σ_j w_mj θ_mj^p ≈ tr(H^p)/P."""
         return jnp.mean(jnp.sum(self.weights * self.nodes**p, axis=-1), axis=-1)
 
-    def density(self, grid: Float[Array, " G"], sigma) -> Float[Array, " G"]:
-        """φ convolved with a Gaussian of width `sigma` and evaluated at `grid`: integrates to 1."""
+    def density(self, grid: Real[ArrayLike, " *G"], sigma) -> Float[Array, " *G"]:
+        """φ convolved with a Gaussian of width `sigma` and evaluated at each point of `grid` (any
+        shape, e.g. (G,)): integrates to 1."""
         g = jnp.asarray(grid)[..., None, None]
         z = (g - self.nodes) / sigma
         k = jnp.exp(-0.5 * z * z) / (sigma * jnp.sqrt(2 * jnp.pi))

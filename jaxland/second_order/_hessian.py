@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Real
 
 from .._checks import check_fn, check_key
 from .._params import (
@@ -332,7 +332,7 @@ def hessian_eigs_batch(
 def hessian_eigs_along_path(
     fn: Callable[[PyTree], Array],
     path: Any,
-    ts: Float[Array, " B"],
+    ts: Real[ArrayLike, " B"],
     *,
     key: PRNGKeyArray,
     k: int = 1,

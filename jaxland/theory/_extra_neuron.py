@@ -24,7 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
 from .._params import combine, param_dtype, partition, tree_norm
 from ..model._losses import LossFn, get_loss
@@ -120,8 +120,8 @@ def _check_xy(x, y, n, d_y):
 
 def extra_neuron_objective(
     aug: ExtraNeuron,
-    x: Float[Array, "N n"],
-    y: Float[Array, "N d_y"],
+    x: Real[ArrayLike, "N n"],
+    y: Real[ArrayLike, "N d_y"],
     *,
     lam,
     loss: str | LossFn | None = None,

@@ -40,8 +40,8 @@ class ResidualChain(eqx.Module):
     the Hessian test of Yun et al. needs).
     """
 
-    W: Float[Array, "d_y d_x"]
-    V: tuple[Float[Array, "d_x d_z"], ...]
+    W: Float[Array | np.ndarray, "d_y d_x"]
+    V: tuple[Float[Array | np.ndarray, "d_x _d_z"], ...]  # d_z may differ from block to block
     theta: tuple[tuple[Array, ...], ...]
     activation: Callable[[Array], Array] = eqx.field(static=True, default=relu)
 
@@ -70,7 +70,7 @@ class ResidualChain(eqx.Module):
     def depth(self) -> int:
         return len(self.V)
 
-    def __call__(self, x: Float[Array, "N d_x"]) -> Float[Array, "N d_y"]:
+    def __call__(self, x: Float[Array | np.ndarray, "N d_x"]) -> Float[Array, "N d_y"]:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}); got {x.shape}")
         h = x

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
 from ..construct._linear_predictor import best_linear_predictor, linear_objective
 from ..model._losses import LossFn, get_loss
@@ -86,8 +86,8 @@ def _check_scalar_output(net):
 
 def shamir_bound(
     net: ResidualLinear,
-    x: Float[Array, "N d_x"],
-    y: Float[Array, "N 1"],
+    x: Real[ArrayLike, "N d_x"],
+    y: Real[ArrayLike, "N 1"],
     *,
     w_star: Float[Array, "1 d_x"] | None = None,
     loss: str | LossFn = "mse",
