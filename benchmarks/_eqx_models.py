@@ -22,47 +22,42 @@ import jax.numpy as jnp
 import numpy as np
 
 
-class CNN(eqx.Module):
+class _ConvNet(eqx.Module):
+    """Conv2d(1→c1, k1, stride s1) → act → Conv2d(c1→c2, k2, stride s2) → act → Linear(flat→10);
+    `act` is a field (a function-valued leaf)."""
+
+    conv1: eqx.nn.Conv2d
+    conv2: eqx.nn.Conv2d
+    fc: eqx.nn.Linear
+    act: Callable
+
+    def __init__(self, key, channels, kernels, strides, flat):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.conv1 = eqx.nn.Conv2d(1, channels[0], kernels[0], stride=strides[0], key=k1)
+        self.conv2 = eqx.nn.Conv2d(channels[0], channels[1], kernels[1], stride=strides[1], key=k2)
+        self.fc = eqx.nn.Linear(flat, 10, key=k3)
+        self.act = jax.nn.relu
+
+    def __call__(self, x):
+        h = self.act(self.conv1(x))
+        h = self.act(self.conv2(h))
+        return self.fc(h.reshape(-1))
+
+
+class CNN(_ConvNet):
     """Conv2d(1→16, 5, stride 2) → act → Conv2d(16→32, 3, stride 2) → act → Linear(800→10) on
-    (1, 28, 28) images; `act` is a field (a function-valued leaf)."""
-
-    conv1: eqx.nn.Conv2d
-    conv2: eqx.nn.Conv2d
-    fc: eqx.nn.Linear
-    act: Callable
+    (1, 28, 28) images (28 → 12 → 5)."""
 
     def __init__(self, key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        self.conv1 = eqx.nn.Conv2d(1, 16, 5, stride=2, key=k1)  # 28 -> 12
-        self.conv2 = eqx.nn.Conv2d(16, 32, 3, stride=2, key=k2)  # 12 -> 5
-        self.fc = eqx.nn.Linear(32 * 5 * 5, 10, key=k3)
-        self.act = jax.nn.relu
-
-    def __call__(self, x):
-        h = self.act(self.conv1(x))
-        h = self.act(self.conv2(h))
-        return self.fc(h.reshape(-1))
+        super().__init__(key, (16, 32), (5, 3), (2, 2), 32 * 5 * 5)
 
 
-class DigitsCNN(eqx.Module):
-    """Conv2d(1→8, 3) → act → Conv2d(8→16, 3) → act → Linear(64→10) on (1, 8, 8) images."""
-
-    conv1: eqx.nn.Conv2d
-    conv2: eqx.nn.Conv2d
-    fc: eqx.nn.Linear
-    act: Callable
+class DigitsCNN(_ConvNet):
+    """Conv2d(1→8, 3) → act → Conv2d(8→16, 3, stride 2) → act → Linear(64→10) on (1, 8, 8) images
+    (8 → 6 → 2)."""
 
     def __init__(self, key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        self.conv1 = eqx.nn.Conv2d(1, 8, 3, key=k1)  # 8 -> 6
-        self.conv2 = eqx.nn.Conv2d(8, 16, 3, stride=2, key=k2)  # 6 -> 2
-        self.fc = eqx.nn.Linear(16 * 2 * 2, 10, key=k3)
-        self.act = jax.nn.relu
-
-    def __call__(self, x):
-        h = self.act(self.conv1(x))
-        h = self.act(self.conv2(h))
-        return self.fc(h.reshape(-1))
+        super().__init__(key, (8, 16), (3, 3), (1, 2), 16 * 2 * 2)
 
 
 def mlp(key) -> eqx.nn.MLP:
