@@ -45,7 +45,6 @@ seeds; digits w ∈ {32, 128, 512}, two seeds).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -67,6 +66,7 @@ from ..model._objective import objective_fn
 from ..paths._paths import linear
 from ..search._search_path import search_path
 from ._preflight import check_out_dir, require
+from ._progress import Progress
 from ._scaling import (
     _SHARED,
     _certificate,
@@ -132,20 +132,6 @@ def alignment_settings(
     s.update(own, **mine, widths=w,
              digit_seeds=tuple(int(seed) + d for d in g["digit_seeds"]))
     return s
-
-
-class _Log:
-    def __init__(self, progress):
-        self.t0 = time.perf_counter()
-        self.fn = progress if callable(progress) else None
-        self.on = bool(progress)
-
-    def __call__(self, msg: str) -> None:
-        if self.fn is not None:
-            self.fn(msg)
-        elif self.on:
-            print(f"[jaxland alignment {time.perf_counter() - self.t0:7.1f}s] {msg}",
-                  file=sys.stderr, flush=True)
 
 
 def _cosine(a, b) -> float:
@@ -466,7 +452,7 @@ def alignment(
                 "skip)")
     if s["widths"]:
         require("sklearn", "jaxland alignment's digits MLP (pass widths=() to skip it)")
-    log = _Log(progress)
+    log = Progress("alignment", progress)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shared = {k: s[k] for k in _SHARED}

@@ -95,10 +95,7 @@ def _run(args) -> int:
             preflight(args.out, data=args.data, name="--out")
         except (ValueError, TypeError, ImportError) as e:
             return _fail("reproduce", str(e))
-        if args.x64:
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
+        _set_x64(args.x64)
         report = reproduce(args.out, preset=preset, data=args.data, seed=args.seed)
         for name, rec in report["paths"].items():
             print(f"{name:>24}: max F {rec['f_max']:.6g}  barrier {rec['barrier']:.4g}")
@@ -121,10 +118,7 @@ def _run(args) -> int:
             check_out_dir(args.out, "--out")
         except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
             return _fail("scaling", str(e))
-        if args.x64:
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
+        _set_x64(args.x64)
         print(format_table(scaling(args.out, preset=preset, seed=args.seed)))
         return 0
     if args.command == "alignment":
@@ -138,13 +132,18 @@ def _run(args) -> int:
             check_out_dir(args.out, "--out")
         except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
             return _fail("alignment", str(e))
-        if args.x64:
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
+        _set_x64(args.x64)
         print(format_alignment_table(alignment(args.out, preset=preset, seed=args.seed)))
         return 0
     return EXIT_USAGE  # pragma: no cover - argparse refuses other commands
+
+
+def _set_x64(on: bool) -> None:
+    """--x64: float64 everywhere (after the checks, so that a refused command never imports jax)."""
+    if on:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from ..paths._paths import linear
 from ..search._curve import fit_curve
 from ..second_order._hessian import hessian_eigs
 from ._preflight import check_out_dir, require
+from ._progress import Progress
 from ._store import RunStore, to_jsonable
 
 PRESETS = ("tiny", "quick", "full")
@@ -75,15 +74,6 @@ def reproduce_settings(*, preset: str = "full", data: str = "default", seed: int
         "plane_margin": 0.25,
         "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
     }
-
-
-class _Progress:
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.t0 = time.perf_counter()
-
-    def __call__(self, msg: str) -> None:
-        print(f"[jaxland {time.perf_counter() - self.t0:7.1f}s] {msg}", file=self.stream, flush=True)
 
 
 def check_seed(seed) -> int:
@@ -138,7 +128,7 @@ def reproduce(
     out = preflight(out, data=data)
     import optax
 
-    log = progress or _Progress()
+    log = Progress("", progress or True)
     out.mkdir(parents=True, exist_ok=True)
     ds, loss = load_data(data, quick=preset != "full")
     s["loss"] = loss

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -59,6 +58,7 @@ from ..model._train import fit
 from ..search._curve import fit_curve
 from ..search._search_path import search_path
 from ._preflight import check_out_dir, require
+from ._progress import Progress
 from ._store import RunStore, _atomic_write, to_jsonable
 
 SCALING_PRESETS = ("tiny", "quick", "full")
@@ -179,20 +179,6 @@ def fit_slope(m, values, level: float = 0.95, floor: float = 0.0) -> dict:
         q = float(student_t.ppf(0.5 + level / 2, dof))
         out["ci_low"], out["ci_high"] = out["slope"] - q * se, out["slope"] + q * se
     return out
-
-
-class _Log:
-    def __init__(self, progress):
-        self.t0 = time.perf_counter()
-        self.fn = progress if callable(progress) else None
-        self.on = bool(progress)
-
-    def __call__(self, msg: str) -> None:
-        if self.fn is not None:
-            self.fn(msg)
-        elif self.on:
-            print(f"[jaxland scaling {time.perf_counter() - self.t0:7.1f}s] {msg}", file=sys.stderr,
-                  flush=True)
 
 
 def _key(*ints_) -> jax.Array:
@@ -601,7 +587,7 @@ def scaling(
     if figures:
         # before the study, not after it: the figures are drawn at the very end
         require("matplotlib", "jaxland scaling (it draws PNG figures; pass figures=False to skip)")
-    log = _Log(progress)
+    log = Progress("scaling", progress)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shared = {k: s[k] for k in _SHARED}

@@ -78,7 +78,6 @@ def plot_slice(
     **Returns:** the Axes.
     """
     X, Y, Z, label = _slice_grid(sl, log)
-    al, be = X[:, 0], Y[0]
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -86,18 +85,7 @@ def plot_slice(
     ax.contour(X, Y, Z, levels=levels, colors="k", linewidths=0.3, alpha=0.4)
     if colorbar:
         ax.figure.colorbar(cs, ax=ax, label=label)
-    _draw_paths(ax, sl, paths, ts)
-    if anchors:
-        an = np.asarray(sl.anchors, np.float64)
-        ax.plot(an[:, 0], an[:, 1], "o", color="white", mec="k", ms=6, zorder=5)
-    ax.set_xlabel("α")
-    ax.set_ylabel("β")
-    ax.set_xlim(al.min(), al.max())
-    ax.set_ylim(be.min(), be.max())
-    if title:
-        ax.set_title(title)
-    if any(name for name, _ in _named(paths, "paths")):
-        ax.legend(loc="best", fontsize="small")
+    _overlay(ax, sl, X, Y, paths, ts, anchors, title)
     return ax
 
 
@@ -182,6 +170,23 @@ def _draw_paths(ax, sl: Slice, paths, ts) -> None:
         ax.plot(xy[:, 0], xy[:, 1], lw=2, label=name)
 
 
+def _overlay(ax, sl: Slice, X, Y, paths, ts, anchors: bool, title: str | None) -> None:
+    """What a slice's picture draws over its field: the paths, the anchors, the α/β frame fitted to
+    the grid, the title and a legend when a path is named."""
+    _draw_paths(ax, sl, paths, ts)
+    if anchors:
+        an = np.asarray(sl.anchors, np.float64)
+        ax.plot(an[:, 0], an[:, 1], "o", color="white", mec="k", ms=6, zorder=5)
+    ax.set_xlabel("α")
+    ax.set_ylabel("β")
+    ax.set_xlim(X.min(), X.max())
+    ax.set_ylim(Y.min(), Y.max())
+    if title:
+        ax.set_title(title)
+    if any(name for name, _ in _named(paths, "paths")):
+        ax.legend(loc="best", fontsize="small")
+
+
 def _levels(Z: np.ndarray, levels) -> np.ndarray:
     """Contour levels: an explicit increasing sequence as given, or for an integer n the n quantiles
     of the finite values at probabilities (k + ½)/n, so that flat low regions (the minima and the
@@ -240,17 +245,7 @@ def plot_contour(
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4.5))
     _contour_lines(ax, X, Y, Z, levels, cmap, fmt)
-    _draw_paths(ax, sl, paths, ts)
-    if anchors:
-        an = np.asarray(sl.anchors, np.float64)
-        ax.plot(an[:, 0], an[:, 1], "o", color="white", mec="k", ms=6, zorder=5)
-    ax.set_xlabel("α")
-    ax.set_ylabel("β")
-    ax.set_xlim(X.min(), X.max())
-    ax.set_ylim(Y.min(), Y.max())
-    ax.set_title(title if title else f"contours of {label}")
-    if any(name for name, _ in _named(paths, "paths")):
-        ax.legend(loc="best", fontsize="small")
+    _overlay(ax, sl, X, Y, paths, ts, anchors, title if title else f"contours of {label}")
     return ax
 
 
