@@ -11,7 +11,7 @@ import numpy as np
 
 from .._checks import check_fn
 from .._eager import eager_call
-from .._params import Unravel, check_joinable, ravel
+from .._params import Unravel, check_joinable, lerp_stats, ravel
 from ..engine._evaluate import evaluate_path
 from ..paths._paths import AbstractPath
 
@@ -44,8 +44,16 @@ def _at_both(fn, a, b):
 
 def _to_trees(unravel: Unravel, a, b, inner) -> list:
     """[a, unravel(θ_1), …, unravel(θ_K), b]: a path's nodes with the endpoints themselves (so the path
-    found starts and ends exactly at a and b, with their dtypes and non-parameter leaves)."""
-    return [a] + [unravel(v) for v in np.asarray(inner)] + [b]
+    found starts and ends exactly at a and b, with their dtypes and non-parameter leaves).
+
+    Running statistics (a linen `batch_stats`, a haiku state, nnx `BatchStat`s) are not searched over:
+    node k of K interior nodes carries the endpoints' statistics interpolated at k/(K + 1), so that
+    on a Bézier curve or a uniform polychain they are (1 − t)·s_a + t·s_b at every t, as on the
+    straight segment."""
+    inner = np.asarray(inner)
+    K = inner.shape[0]
+    return ([a] + [lerp_stats(unravel(v), a, b, (k + 1) / (K + 1)) for k, v in enumerate(inner)]
+            + [b])
 
 
 def _dense(fn, path: AbstractPath, points: int, fa: float, fb: float):

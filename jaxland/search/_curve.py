@@ -21,6 +21,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._checks import check_positive_float, check_positive_int
 from .._optim import cached_adam
+from .._params import lerp_stats
 from ..paths._paths import AbstractPath, bezier, polychain
 from ._common import _check_endpoints, _dense, _to_trees
 
@@ -65,12 +66,16 @@ def _curve_point(kind: str, nodes: Array, t: Array) -> Array:
 
 
 @eqx.filter_jit
-def _train_curve(fn, kind, ends, controls, to_tree, keys, batch, optimizer, temperature):
+def _train_curve(fn, kind, ends, controls, to_tree, keys, batch, optimizer, temperature, a, b):
     dtype = controls.dtype
+
+    def point(nodes, s):
+        # running statistics are not trained: at t they are (1 − t)·s_a + t·s_b (see _to_trees)
+        return lerp_stats(to_tree(_curve_point(kind, nodes, s)), a, b, s)
 
     def mean_F(C, t):
         nodes = jnp.concatenate([ends[:1], C, ends[1:]])
-        v = jax.vmap(lambda s: fn(to_tree(_curve_point(kind, nodes, s))))(t)
+        v = jax.vmap(lambda s: fn(point(nodes, s)))(t)
         if temperature is None:
             return jnp.mean(v)
         # τ log mean exp(F/τ): a smooth maximum over the sampled t (→ max as τ → 0, → mean as τ → ∞)
@@ -125,6 +130,10 @@ def fit_curve(
     - `a`, `b`: the endpoints, distinct pytrees of equal structure (networks of any kind: a jaxland
       model, an `eqx.nn.MLP`, a flax nnx state; or arrays of shape (d,)). Only the floating-point
       leaves are searched over; every other leaf must be equal in a and b and is carried through.
+      Running statistics (a linen `batch_stats`, a haiku state, nnx `BatchStat`s) are not
+      parameters: they are not trained, and at every t of the curve (in training and on the path
+      returned) they are the endpoints' interpolated, (1 − t)·s_a + t·s_b. A loss that should see
+      the statistics of the data at each point recomputes them (`jaxland.recompute_batch_stats`).
     - `kind`: "bezier" or "polychain"; `bends`: number of free nodes (≥ 1).
     - `steps`, `batch`: the optimisation budget (`steps`·`batch` evaluations of F and its gradient).
     - `learning_rate`: Adam's step size when `optimizer` is None; `optimizer`: any optax transformation.
@@ -158,7 +167,7 @@ def fit_curve(
         controls = controls + scale * jax.random.normal(k_noise, controls.shape, va.dtype)
     ends = jnp.asarray(np.stack([na, nb]))
     C, history = _train_curve(fn, kind, ends, controls, unravel, jax.random.split(k_t, steps), batch,
-                              opt, temperature)
+                              opt, temperature, a, b)
     if not np.all(np.isfinite(np.asarray(C))):
         raise FloatingPointError("curve fitting diverged (non-finite nodes); lower the learning rate")
     nodes = _to_trees(unravel, a, b, C)

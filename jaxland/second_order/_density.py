@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Real
 
 from .._checks import check_fn, check_key
-from .._params import combine, num_params, partition
+from .._params import combine, num_params, partition_floating
 from ._hessian import _check_batch_size, _flat_fn, _flat_hvp, _split, _stack_size
 from ._lanczos import _check_steps, _tridiag_eigh, lanczos_tridiag
 
@@ -146,7 +146,7 @@ def _trace_jit(fn, params, keys, batch_size):
 
 @eqx.filter_jit
 def _trace_batch_jit(fn, points, keys, batch_size, point_batch):
-    dyn, static = partition(points)
+    dyn, static = partition_floating(points)  # the statistics vary along the stack too
     return jax.lax.map(
         lambda a: _trace_one(fn, combine(a[0], static), a[1], batch_size),
         (dyn, keys),

@@ -30,6 +30,7 @@ from .._params import (
     num_stacked,
     param_leaves,
     partition,
+    partition_floating,
     ravel,
     tree_index,
 )
@@ -192,7 +193,7 @@ def _eigs_jit(fn, params, key, k, num_steps, tol, which):
 @eqx.filter_jit
 def _eigs_batch_jit(fn, points, keys, k, num_steps, batch_size, tol, which):
     # stacked points: the parameter leaves carry the leading axis B, the other leaves are kept once
-    dyn, static = partition(points)
+    dyn, static = partition_floating(points)  # the statistics vary along the stack too
 
     def one(args):
         p, kk = args
@@ -203,7 +204,7 @@ def _eigs_batch_jit(fn, points, keys, k, num_steps, batch_size, tol, which):
 
 @eqx.filter_jit
 def _eigs_warm_jit(fn, points, keys, k, num_steps, tol, which):
-    dyn, static = partition(points)
+    dyn, static = partition_floating(points)  # the statistics vary along the stack too
     flat0 = _split(tree_index(points, 0))[0]
 
     def one(carry, args):
