@@ -30,6 +30,11 @@ How:
   layer l − 1 is final. Each pass is forward only and holds one batch in memory; estimates of early
   passes (even inf or NaN in deep layers) never persist, since every pass overwrites every layer.
 
+flax linen and haiku: `recompute_batch_stats(module, variables, x)` and
+`recompute_batch_stats(transformed, (params, state), x)` run the same fixed-point passes (one pass
+per BatchNorm layer, also without `batch_size`), the layers intercepted with `nn.intercept_methods` /
+`hk.intercept_methods`.
+
 flax nnx: the same function takes an `nnx.Module` with `state=None` and returns a copy of the model
 whose `nnx.BatchNorm` statistics are set (nnx keeps the statistics in the model).
 
@@ -40,10 +45,11 @@ data batching, which would silently use per-batch statistics).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 import types
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -53,6 +59,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree, Real
+
+from .. import _params
 
 __all__ = ["recompute_batch_stats", "stateful_leaf"]
 
@@ -250,12 +258,13 @@ def _check_x(x, batch_size) -> Array:
 
 
 def recompute_batch_stats(
-    model: PyTree,
-    state: eqx.nn.State | None,
+    model: Any,
+    state: Any,
     x: Real[ArrayLike, "N ..."],
     *,
     batch_size: int | None = None,
     axis_name: Hashable = "batch",
+    apply_kwargs: dict[str, Any] | None = None,
 ):
     """The BatchNorm statistics of the data `x` at the parameters of `model` (Garipov et al. 2018).
 
@@ -289,6 +298,27 @@ def recompute_batch_stats(
       exactly, with one pass over the data per BatchNorm layer (see the module docstring). The
       result equals the unbatched one up to floating-point rounding.
     - `axis_name`: the name of the batch axis of the equinox BatchNorm layers.
+    - `apply_kwargs`: flax linen and haiku only: keyword arguments of the model's call that put it
+      in inference mode (e.g. ``{"train": False}``, ``{"is_training": False}``); every BatchNorm
+      layer is forced to normalise with the statistics being estimated anyway.
+
+    **flax linen:** `recompute_batch_stats(module, variables, x, apply_kwargs=...)` with `variables`
+    the dict ``{"params": ..., "batch_stats": ...}`` (from `module.init`) returns the variables with
+    every `nn.BatchNorm`'s ``batch_stats`` ``mean`` / ``var`` set to the mean and biased variance of
+    its input over the whole of `x`, the input computed with `use_running_average=True` and the new
+    statistics: what `module.apply(variables, x, mutable=["batch_stats"])` with
+    `use_running_average=False` stores with momentum 0 (linen's ``ra = m·ra + (1 − m)·batch``), and
+    what it normalises with, so inference mode on the result equals training mode on one batch
+    holding all of `x`. The module is called as `module.apply(variables, x_batch, **apply_kwargs)`.
+
+    **haiku:** `recompute_batch_stats(transformed, (params, state), x, apply_kwargs=...)` with
+    `transformed` from `hk.transform_with_state` (or `hk.without_apply_rng` of it) returns
+    `(params, new_state)`: every `hk.BatchNorm`'s ``mean_ema`` / ``var_ema`` ``average`` (what
+    `is_training=False` normalises with) holds the mean and biased variance of its input over `x`;
+    ``hidden`` holds the same and ``counter`` is set so that haiku's de-bias 1 − decay^counter is
+    exactly 1 (training continues from these statistics). Called as
+    `transformed.apply(params, state, None, x_batch, **apply_kwargs)` (no rng). Both use one pass
+    over the data per BatchNorm layer (the fixed-point passes above, also without `batch_size`).
 
     **Returns:** for an equinox model, a new `eqx.nn.State`, with every BatchNorm layer's statistics
     set (in mode "batch" also its counter, so that equinox's de-bias 1 − momentum^count is exactly
@@ -309,10 +339,27 @@ def recompute_batch_stats(
                 f"the model, and the updated model is returned); got {type(state).__name__}"
             )
         return _recompute_nnx(model, x, batch_size=batch_size)
+    if apply_kwargs is not None and not (
+        isinstance(apply_kwargs, Mapping) and all(isinstance(k, str) for k in apply_kwargs)
+    ):
+        raise TypeError(f"apply_kwargs must be None or a dict of keyword arguments; got "
+                        f"{type(apply_kwargs).__name__}")
+    if _is_linen_module(model):
+        return _recompute_linen(model, state, x, batch_size=batch_size,
+                                apply_kwargs=dict(apply_kwargs or {}), method=None)
+    if _is_haiku_transformed(model):
+        return _recompute_haiku(model, state, x, batch_size=batch_size,
+                                apply_kwargs=dict(apply_kwargs or {}))
+    if apply_kwargs is not None:
+        raise ValueError("apply_kwargs is for a flax linen module or a haiku transformed model; "
+                         f"got a {type(model).__name__} model")
     if not isinstance(state, eqx.nn.State):
+        got = "None" if state is None else type(state).__name__
         raise TypeError(
-            "state must be an eqx.nn.State (from eqx.nn.make_with_state), or None for a flax "
-            f"nnx model; got {type(state).__name__}"
+            f"state must be an eqx.nn.State (from eqx.nn.make_with_state) for an equinox model "
+            f"(got a {type(model).__name__} model and state {got}); the other frameworks: "
+            "recompute_batch_stats(nnx_model, None, x), (linen_module, variables, x), "
+            "(hk.transform_with_state(...), (params, state), x)"
         )
     bns, paths = _find_bns(model), _bn_paths(model)
     if not bns:
@@ -382,13 +429,16 @@ def recompute_batch_stats(
 def _is_stateful(x) -> bool:
     if isinstance(x, (eqx.nn.BatchNorm, eqx.nn.State)):
         return True
+    if _params._is_linen_variables(x) or _params._is_haiku_pair(x):  # linen / haiku statistics
+        return True
     nnx = sys.modules.get("flax.nnx")
     return nnx is not None and isinstance(x, (nnx.BatchNorm, nnx.BatchStat))
 
 
 def stateful_leaf(obj, name: str, *, _depth: int = 3, _seen=None) -> str | None:
     """Where `obj` holds BatchNorm state, or None: a readable location (``path.nodes.layers[1]``) of
-    the first `eqx.nn.BatchNorm`, `eqx.nn.State`, `nnx.BatchNorm` or `nnx.BatchStat` found among the
+    the first `eqx.nn.BatchNorm`, `eqx.nn.State`, `nnx.BatchNorm`, `nnx.BatchStat`, flax linen
+    variables with a ``batch_stats`` collection or haiku `(params, state)` pair found among the
     pytree leaves of `obj`, or among the variables captured by a Python function (its closure
     cells, and the closures of functions found there, up to three levels; `functools.partial`
     arguments and the object of a bound method likewise).
@@ -601,3 +651,314 @@ def _recompute_nnx(model, x: Array, *, batch_size: int | None = None):
             m.mean[...] = mean.astype(m.mean[...].dtype)
             m.var[...] = var.astype(m.var[...].dtype)
     return result
+
+
+# --- the fixed-point passes shared by flax linen and haiku ----------------------------------------
+
+
+def _pooled_passes(forward, start: list, x: Array, batch_size: int, n_passes: int) -> list:
+    """`n_passes` passes over `x` in batches of `batch_size`: pass p runs `forward(xb, estimates)` on
+    every batch with the estimates of pass p − 1 as the running statistics, and pools the measured
+    [(mean, biased var)] per layer exactly (`_merge`). After L passes (L = number of BatchNorm layers)
+    every layer is exact (the module docstring's induction), also for one batch holding all of x."""
+    N = x.shape[0]
+    n_full, rem = divmod(N, batch_size)
+    x_full = x[: n_full * batch_size].reshape((n_full, batch_size) + x.shape[1:])
+    x_rem = x[n_full * batch_size :]
+    zero = jnp.zeros((), jnp.result_type(start[0][0]))
+
+    def one_pass(_, estimates):
+        acc = (zero, [(jnp.zeros_like(m), jnp.zeros_like(v)) for m, v in estimates])
+
+        def body(acc, xb):
+            return _merge(acc, batch_size, forward(xb, estimates)), None
+
+        acc, _ = lax.scan(body, acc, x_full)
+        if rem:
+            acc = _merge(acc, rem, forward(x_rem, estimates))
+        return acc[1]
+
+    return lax.fori_loop(0, n_passes, one_pass, start)
+
+
+def _moments(y: Array, axes: tuple, keepdims: bool = False) -> tuple[Array, Array]:
+    """Mean and biased variance over `axes` (two-pass: no cancellation of Σy² − (Σy)²/n)."""
+    mean = jnp.mean(y, axes, keepdims=True)
+    var = jnp.mean(jnp.abs(y - mean) ** 2, axes, keepdims=keepdims)
+    return (mean if keepdims else jnp.squeeze(mean, axes)), var
+
+
+def _kwargs_key(apply_kwargs) -> tuple:
+    return tuple(sorted(apply_kwargs.items()))
+
+
+def _maybe_jit(fun, static: tuple, *args):
+    """fun(*static, *args) compiled once per `static` (module-level cache) when `static` is hashable,
+    else traced for this call only."""
+    try:
+        hash(static)
+    except TypeError:
+        return fun(*static, *args)
+    return _jitted(fun, len(static))(*static, *args)
+
+
+@functools.cache
+def _jitted(fun, n_static: int):
+    return jax.jit(fun, static_argnums=tuple(range(n_static)))
+
+
+# --- flax linen -----------------------------------------------------------------------------------
+
+
+def _is_linen_module(x) -> bool:
+    linen = sys.modules.get("flax.linen")
+    return linen is not None and isinstance(x, linen.Module)
+
+
+def _is_haiku_transformed(x) -> bool:
+    hk = sys.modules.get("haiku")
+    return hk is not None and isinstance(x, (hk.Transformed, hk.TransformedWithState))
+
+
+def _linen_layers(batch_stats) -> list[tuple[str, ...]]:
+    """The scope paths of the layers whose `batch_stats` hold a (`mean`, `var`) pair, in order."""
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(dict(batch_stats) if batch_stats is not None else {})
+    layers = sorted({k[:-1] for k in flat if k[-1] in ("mean", "var")})
+    for layer in layers:
+        if layer + ("mean",) not in flat or layer + ("var",) not in flat:
+            raise ValueError(f"variables['batch_stats'] entry {'/'.join(layer)} must hold both "
+                             "'mean' and 'var'")
+    return layers
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def _linen_forward(module, layers, kwargs_key, method, variables, xb, estimates):
+    """[(mean, var) per layer] of the inputs of the module's `nn.BatchNorm` layers on `xb`, every
+    layer normalising with `estimates` (use_running_average=True)."""
+    import flax.linen as nn
+    from flax import traverse_util
+
+    flat = {}
+    for layer, (m, v) in zip(layers, estimates, strict=True):
+        flat[layer + ("mean",)] = m
+        flat[layer + ("var",)] = v
+    variables = {**variables, "batch_stats": traverse_util.unflatten_dict(flat)}
+    records: dict = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        bn = context.module
+        if not isinstance(bn, nn.BatchNorm) or context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        x_in = args[0] if args else kwargs["x"]
+        if kwargs.get("mask") is not None:
+            raise NotImplementedError("recompute_batch_stats does not support nn.BatchNorm masks")
+        path = tuple(bn.scope.path)
+        if path in records:
+            raise ValueError(f"the nn.BatchNorm at {'/'.join(path)} is called more than once; a "
+                             "shared layer sees two inputs, so it has no single set of statistics")
+        feature = {a % x_in.ndim for a in ((bn.axis,) if isinstance(bn.axis, int) else bn.axis)}
+        axes = tuple(a for a in range(x_in.ndim) if a not in feature)
+        dtype = jnp.result_type(x_in) if bn.dtype is None else bn.dtype
+        if bn.force_float32_reductions:  # linen's `_compute_stats` dtype rule
+            dtype = jnp.promote_types(dtype, jnp.float32)
+        records[path] = _moments(jnp.asarray(x_in, dtype), axes)
+        if bn.use_running_average is None:
+            return next_fun(x_in, use_running_average=True)
+        if not bn.use_running_average:
+            raise ValueError(
+                f"the nn.BatchNorm at {'/'.join(path)} is built with use_running_average=False "
+                "(training mode); pass apply_kwargs that put the module in inference mode (e.g. "
+                "{'train': False}), so that it normalises with the statistics being estimated")
+        return next_fun(x_in)
+
+    with nn.intercept_methods(interceptor):
+        module.apply(variables, xb, method=method, **dict(kwargs_key))
+    missing = [layer for layer in layers if layer not in records]
+    if missing:
+        raise ValueError(f"variables['batch_stats'] holds statistics for {'/'.join(missing[0])}, but "
+                         "no nn.BatchNorm at that place was called on x")
+    return [(records[layer][0].astype(m.dtype), records[layer][1].astype(v.dtype))
+            for layer, (m, v) in zip(layers, estimates, strict=True)]
+
+
+def _linen_compute(module, layers, kwargs_key, method, batch_size, variables, x):
+    start = [(_get(variables["batch_stats"], layer)["mean"], _get(variables["batch_stats"], layer)["var"])
+             for layer in layers]
+    forward = functools.partial(_linen_forward, module, layers, kwargs_key, method, variables)
+    return _pooled_passes(forward, start, x, batch_size, len(layers))
+
+
+def _recompute_linen(module, variables, x, *, batch_size, apply_kwargs, method):
+    from flax import traverse_util
+    from flax.core import FrozenDict, freeze
+
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError(
+            "for a flax linen module, state must be its variables, the dict "
+            "{'params': ..., 'batch_stats': ...} from module.init; got "
+            f"{'None' if variables is None else type(variables).__name__}")
+    if "batch_stats" not in variables:
+        raise ValueError("variables has no 'batch_stats' collection (keys "
+                         f"{sorted(variables)}): the module has no nn.BatchNorm statistics")
+    layers = _linen_layers(variables["batch_stats"])
+    if not layers:
+        raise ValueError("variables['batch_stats'] holds no (mean, var) pair: there are no "
+                         "statistics to recompute")
+    x = _check_x(x, batch_size)
+    N = x.shape[0]
+    plain = {k: v for k, v in variables.items()}
+    try:
+        jax.eval_shape(lambda v, xb: _linen_forward(
+            module, tuple(layers), _kwargs_key(apply_kwargs), method, v, xb,
+            [(_get(v["batch_stats"], la)["mean"], _get(v["batch_stats"], la)["var"]) for la in layers]),
+            plain, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+    except (NotImplementedError, ValueError) as e:
+        if isinstance(e, ValueError) and "nn.BatchNorm" in str(e):
+            raise
+        if isinstance(e, NotImplementedError):
+            raise
+        raise ValueError(f"x has shape {tuple(x.shape)}, but module.apply fails on a batch of shape "
+                         f"{(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - re-raised with the argument named
+        raise ValueError(f"x has shape {tuple(x.shape)}, but module.apply fails on a batch of shape "
+                         f"{(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
+    stats = _maybe_jit(_linen_compute, (module, tuple(layers), _kwargs_key(apply_kwargs), method,
+                                        N if batch_size is None else min(batch_size, N)), plain, x)
+    flat = traverse_util.flatten_dict(dict(variables["batch_stats"]))
+    for layer, (m, v) in zip(layers, stats, strict=True):
+        flat[layer + ("mean",)] = m
+        flat[layer + ("var",)] = v
+    out = {**plain, "batch_stats": traverse_util.unflatten_dict(flat)}
+    return freeze(out) if isinstance(variables, FrozenDict) else out
+
+
+# --- haiku ----------------------------------------------------------------------------------------
+
+
+def _haiku_layers(state) -> list[tuple[str, str]]:
+    """(mean_ema, var_ema) state module names of every hk.BatchNorm, from the state's layout."""
+    names = sorted(k[: -len("/~/mean_ema")] for k in state if k.endswith("/~/mean_ema"))
+    for n in names:
+        if n + "/~/var_ema" not in state:
+            raise ValueError(f"state holds {n}/~/mean_ema but no {n}/~/var_ema")
+    return [(n + "/~/mean_ema", n + "/~/var_ema") for n in names]
+
+
+def _haiku_apply(transformed, params, state, xb, kwargs_key):
+    params_of = inspect.signature(transformed.apply).parameters
+    if "rng" in params_of:
+        return transformed.apply(params, state, None, xb, **dict(kwargs_key))
+    return transformed.apply(params, state, xb, **dict(kwargs_key))
+
+
+def _haiku_forward(transformed, layers, kwargs_key, params, state, xb, estimates, decays=None):
+    """[(mean, var) per layer] of the inputs of the `hk.BatchNorm` layers on `xb`, each normalising
+    with `estimates` (is_training=False); `decays` (a dict) receives each EMA's decay rate."""
+    import haiku as hk
+
+    state = {k: dict(v) for k, v in state.items()}
+    for (mname, vname), (m, v) in zip(layers, estimates, strict=True):
+        state[mname]["average"] = m
+        state[vname]["average"] = v
+    records: dict = {}
+
+    def interceptor(method, args, kwargs, context):
+        bn = context.module
+        if not isinstance(bn, hk.BatchNorm) or context.method_name != "__call__":
+            return method(*args, **kwargs)
+        bound = inspect.signature(hk.BatchNorm.__call__).bind(bn, *args, **kwargs)
+        inputs = bound.arguments["inputs"]
+        if bn.cross_replica_axis is not None:
+            raise ValueError(f"the hk.BatchNorm {bn.module_name} has cross_replica_axis "
+                             f"{bn.cross_replica_axis!r}; recompute_batch_stats reduces over x itself")
+        name = bn.mean_ema.module_name
+        if name in records:
+            raise ValueError(f"the hk.BatchNorm {bn.module_name} is called more than once; a shared "
+                             "layer sees two inputs, so it has no single set of statistics")
+        channel = bn.channel_index + inputs.ndim if bn.channel_index < 0 else bn.channel_index
+        axes = tuple(bn.axis) if bn.axis is not None else tuple(
+            i for i in range(inputs.ndim) if i != channel)
+        records[name] = _moments(inputs, axes, keepdims=True)
+        if decays is not None:
+            for ema in (bn.mean_ema, bn.var_ema):
+                decays[ema.module_name] = (float(ema.decay), bool(ema.zero_debias),
+                                           int(ema.warmup_length))
+        bound.arguments["is_training"] = False  # normalise with the estimates, update nothing
+        bound.arguments["test_local_stats"] = False
+        return method(*bound.args[1:], **bound.kwargs)
+
+    with hk.intercept_methods(interceptor):
+        _haiku_apply(transformed, params, state, xb, kwargs_key)
+    out = []
+    for (mname, _), (m, v) in zip(layers, estimates, strict=True):
+        if mname not in records:
+            raise ValueError(f"state holds statistics for {mname[: -len('/~/mean_ema')]}, but no "
+                             "hk.BatchNorm of that name was called on x")
+        mean, var = records[mname]
+        out.append((mean.reshape(m.shape).astype(m.dtype), var.reshape(v.shape).astype(v.dtype)))
+    return out
+
+
+def _haiku_compute(transformed, layers, kwargs_key, batch_size, params, state, x):
+    start = [(state[m]["average"], state[v]["average"]) for m, v in layers]
+    forward = functools.partial(_haiku_forward, transformed, layers, kwargs_key, params, state)
+    return _pooled_passes(forward, start, x, batch_size, len(layers))
+
+
+def _recompute_haiku(transformed, variables, x, *, batch_size, apply_kwargs):
+    import haiku as hk
+
+    if not isinstance(transformed, hk.TransformedWithState):
+        raise TypeError("a haiku model with BatchNorm is an hk.transform_with_state(...) result (its "
+                        "statistics live in the state); got an hk.Transformed, which has no state")
+    if not (isinstance(variables, tuple) and len(variables) == 2
+            and all(isinstance(v, Mapping) for v in variables)):
+        raise TypeError("for a haiku model, state must be the pair (params, state) from "
+                        "transformed.init; got "
+                        f"{'None' if variables is None else type(variables).__name__}")
+    params, state = variables
+    layers = _haiku_layers(state)
+    if not layers:
+        raise ValueError("state holds no hk.BatchNorm statistics (no '<name>/~/mean_ema' entry): "
+                         "there are no statistics to recompute")
+    x = _check_x(x, batch_size)
+    N = x.shape[0]
+    state = {k: dict(v) for k, v in state.items()}
+    decays: dict = {}
+    try:
+        jax.eval_shape(lambda p, s, xb: _haiku_forward(
+            transformed, tuple(layers), _kwargs_key(apply_kwargs), p, s, xb,
+            [(s[m]["average"], s[v]["average"]) for m, v in layers], decays),
+            params, state, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+    except ValueError as e:
+        if "hk.BatchNorm" in str(e) or "state holds" in str(e):
+            raise
+        raise ValueError(f"x has shape {tuple(x.shape)}, but transformed.apply fails on a batch of "
+                         f"shape {(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - re-raised with the argument named
+        raise ValueError(f"x has shape {tuple(x.shape)}, but transformed.apply fails on a batch of "
+                         f"shape {(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
+    stats = _maybe_jit(_haiku_compute, (transformed, tuple(layers), _kwargs_key(apply_kwargs),
+                                        N if batch_size is None else min(batch_size, N)),
+                       params, state, x)
+    new = {k: dict(v) for k, v in state.items()}
+    for (mname, vname), (m, v) in zip(layers, stats, strict=True):
+        for name, value in ((mname, m), (vname, v)):
+            entry = new[name]
+            entry["average"] = value
+            entry["hidden"] = value.astype(jnp.result_type(entry["hidden"]))
+            # haiku reads average = hidden / (1 − decay^counter): a counter for which the de-bias is
+            # exactly 1, so that further training continues from these statistics
+            decay, zero_debias, warmup = decays[name]
+            counter = jnp.asarray(entry["counter"])
+            c = _saturated_count(decay, int(np.iinfo(counter.dtype).max))
+            if zero_debias and not warmup and c:
+                entry["counter"] = jnp.full_like(counter, c)
+    return params, new
