@@ -20,13 +20,14 @@ and raveled vectors are cast back leaf by leaf.
 `{module: {name: array}}` mappings, recognised when haiku is imported), a flax nnx `nnx.BatchStat`
 variable, and an `eqx.nn.State`. Statistics are left out of everything that is optimised,
 differentiated or perturbed (`partition`, `ravel`, `num_params`, `tree_dot`, `tree_norm`, `tree_sub`,
-`tree_axpy`, `tree_scale`: directions, Hessians, searches), where they are carried unchanged; they
+`tree_axpy`, `tree_scale`: directions, Hessians, searches), where they are carried unchanged (a
+direction, `tree_sub`, holds zero statistics: `zero_stats`); they
 may differ between two joined models and are interpolated with the parameters along a path
 (`tree_lerp`, `tree_combination`, `stack_trees`, `tree_index`), so that a path from a to b carries
 a's statistics at a and b's at b. `stat_flags` says which leaves are statistics; `partition_floating`
 splits off every floating leaf (parameters and statistics: what a stack of path points varies in).
 
-Names: `partition`, `partition_floating`, `stat_flags`, `lerp_stats`, `combine`, `ravel` (with its inverse `Unravel`), `check_params`, `tree_scale`, `num_params`, `param_dtype`, `tree_dot`, `tree_norm`,
+Names: `partition`, `partition_floating`, `stat_flags`, `lerp_stats`, `zero_stats`, `combine`, `ravel` (with its inverse `Unravel`), `check_params`, `tree_scale`, `num_params`, `param_dtype`, `tree_dot`, `tree_norm`,
 `tree_sub`, `tree_axpy`, `tree_lerp`, `tree_combination`, `stack_trees`, `tree_index`, `num_stacked`,
 `check_same_structure`, `check_joinable`, `leaf_paths`.
 """
@@ -300,9 +301,22 @@ def tree_norm(tree: PyTree) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.abs(l))) for l in leaves))
 
 
+def zero_stats(tree: PyTree) -> PyTree:
+    """`tree` with its running statistics set to zero: how a *direction* carries them, so that a
+    point o + Σ α_i d_i (`tree_axpy`, or `tree_combination` of the stack (o, d_1, …)) holds o's
+    statistics unchanged."""
+    flags = stat_flags(tree)
+    if flags is None or not any(flags):
+        return tree
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(treedef, [jnp.zeros_like(l) if f and is_param(l) else l
+                                        for l, f in zip(leaves, flags, strict=True)])
+
+
 def tree_sub(a: PyTree, b: PyTree) -> PyTree:
-    """a − b on the parameter leaves (other leaves from a)."""
-    return _binary(lambda u, v: u - v, a, b)
+    """a − b on the parameter leaves; running statistics zero (a difference of two points is a
+    direction, which does not move the statistics: `zero_stats`); other leaves from a."""
+    return zero_stats(_binary(lambda u, v: u - v, a, b))
 
 
 def tree_axpy(alpha, x: PyTree, y: PyTree) -> PyTree:

@@ -47,6 +47,7 @@ from .._params import (
     tree_dot,
     tree_scale,
     tree_sub,
+    zero_stats,
 )
 from ..engine._evaluate import evaluate_path
 from ..paths._paths import AbstractPath, check_scalar_t, check_t, eager_call, segment_locate
@@ -332,6 +333,7 @@ def filter_normalized_directions(
     if isinstance(num, bool) or int(num) != num or num < 1:
         raise ValueError(f"num must be a positive integer; got {num!r}")
     p, rest = partition(params)
+    rest = zero_stats(rest)  # a direction does not move running statistics (a linen batch_stats …)
     return tuple(combine(d, rest) for d in _directions(key, p, int(num), bool(ignore_1d)))
 
 

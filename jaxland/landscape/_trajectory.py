@@ -21,7 +21,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from .._params import leaf_paths, num_params, partition, ravel
+from .._params import leaf_paths, num_params, partition, ravel, zero_stats
 from ._slices import Slice, random_directions_slice
 
 __all__ = ["TrajectoryDirections", "trajectory_directions", "trajectory_slice"]
@@ -209,7 +209,8 @@ def trajectory_directions(checkpoints: Sequence[PyTree], *, num: int = 2) -> Tra
     # `ravel`'s inverse casts each leaf back to its own dtype and restores the non-parameter leaves
     # of the origin (parameter leaves in tree order, as the rows above).
     _, unravel = ravel(origin)
-    directions = tuple(unravel(jnp.concatenate([v[k] for v in V])) for k in range(num))
+    # directions hold zero running statistics (they do not move a linen batch_stats, …)
+    directions = tuple(zero_stats(unravel(jnp.concatenate([v[k] for v in V]))) for k in range(num))
     return TrajectoryDirections(directions, ratio, coords, S, origin)
 
 
