@@ -301,3 +301,35 @@ def test_a_float16_model_is_not_joined_with_a_float32_one():
                  lambda: jl.fit_curve(lambda p: jnp.sum(p["w"] ** 2), a, b16)):
         with pytest.raises(ValueError, match=r"dtype of leaf \['w'\]: float32 vs float16"):
             call()
+
+
+def test_align_permutes_statistics_but_matches_parameters_only():
+    """Weight matching on a linen dict: the hidden group permutes the BatchNorm statistics with its
+    channels, but they are not in the cost. b is a planted permutation π of a whose statistics were
+    permuted by another σ and scaled by 1e3: counted as weights they would dominate the cost and
+    pull the match to σ; left out, π is recovered and the aligned parameters equal a's exactly."""
+    _, va, _ = linen_pair()
+    h = va["params"]["Dense_0"]["kernel"].shape[1]
+    pi = np.asarray(jax.random.permutation(jax.random.PRNGKey(5), h))
+    sigma = np.roll(pi, 1)
+    take = lambda l, perm, ax: jnp.take(l, jnp.asarray(perm), axis=ax)
+    p = va["params"]
+    b = {"params": {"Dense_0": {"kernel": take(p["Dense_0"]["kernel"], pi, 1),
+                                "bias": take(p["Dense_0"]["bias"], pi, 0)},
+                    "BatchNorm_0": {k: take(v, pi, 0) for k, v in p["BatchNorm_0"].items()},
+                    "Dense_1": {"kernel": take(p["Dense_1"]["kernel"], pi, 0),
+                                "bias": p["Dense_1"]["bias"]},
+                    "BatchNorm_1": p["BatchNorm_1"], "Dense_2": p["Dense_2"]},
+         "batch_stats": {"BatchNorm_0": {k: 1e3 * take(v, sigma, 0)
+                                         for k, v in va["batch_stats"]["BatchNorm_0"].items()},
+                         "BatchNorm_1": va["batch_stats"]["BatchNorm_1"]}}
+    spec = {"hidden": [("params.Dense_0.kernel", 1), ("params.Dense_0.bias", 0),
+                       ("params.BatchNorm_0.scale", 0), ("params.BatchNorm_0.bias", 0),
+                       ("batch_stats.BatchNorm_0.mean", 0), ("batch_stats.BatchNorm_0.var", 0),
+                       ("params.Dense_1.kernel", 0)]}
+    r = jl.align(va, b, spec=spec, method="weights")
+    jax.tree.map(np.testing.assert_array_equal, r.net["params"], va["params"])
+    # the statistics moved with the channels: b's σ-permuted statistics, now in π⁻¹σ order
+    inv = np.argsort(pi)
+    np.testing.assert_array_equal(r.net["batch_stats"]["BatchNorm_0"]["mean"],
+                                  1e3 * va["batch_stats"]["BatchNorm_0"]["mean"][sigma][inv])

@@ -56,7 +56,7 @@ from jaxtyping import PyTree
 from scipy.optimize import linear_sum_assignment
 
 from .._checks import check_positive_int
-from .._params import check_same_structure
+from .._params import check_same_structure, zero_stats
 from ._spec import (
     PermutationSpec,
     flatten,
@@ -431,7 +431,9 @@ def align(
     tree_a, _ = split_net(a)
     tree_b, _ = split_net(b)
     check_same_structure(tree_a, tree_b)
-    fa, fb = flatten(tree_a), flatten(tree_b)
+    # running statistics (a linen batch_stats, a haiku state, nnx BatchStats) are not parameters:
+    # zero in the matching cost, permuted with their channels by apply_perms(b, ...) below
+    fa, fb = flatten(zero_stats(tree_a)), flatten(zero_stats(tree_b))
     spec = _resolve_spec(spec, a)
     lay = _layout(spec, fa)
 
