@@ -438,12 +438,17 @@ def check_joinable(a: PyTree, b: PyTree, names=("a", "b")) -> None:
 
     Paths, stacks and searches move only the floating leaves (parameters, and running statistics,
     which may differ); the rest (activations, strings, integer arrays, static fields) must agree at
-    both ends. A leaf that differs raises ``ValueError`` naming its path in the tree (an integer
+    both ends, except the integer leaves of a statistics collection (haiku's EMA counters, equinox's
+    BatchNorm counters), which may differ and are carried from a. A leaf that differs raises ``ValueError`` naming its path in the tree (an integer
     array that differs, for instance, cannot be interpolated); so does a floating leaf whose dtype
     differs (a float16 model joined with a float32 one would be silently promoted or rounded).
     """
     check_same_structure(a, b, names)
-    for path, u, v in zip(leaf_paths(a), jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    flags = stat_flags(a) or [False] * len(jax.tree.leaves(a))
+    for path, u, v, stat in zip(leaf_paths(a), jax.tree.leaves(a), jax.tree.leaves(b), flags,
+                                strict=True):
+        if stat and not is_param(u):
+            continue  # a statistics counter (haiku's EMA counter, …): a path carries a's
         if is_param(u) and jnp.result_type(u) != jnp.result_type(v):
             raise ValueError(
                 f"{names[0]} and {names[1]} differ in the dtype of leaf {path}: "

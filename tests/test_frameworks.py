@@ -333,3 +333,19 @@ def test_align_permutes_statistics_but_matches_parameters_only():
     inv = np.argsort(pi)
     np.testing.assert_array_equal(r.net["batch_stats"]["BatchNorm_0"]["mean"],
                                   1e3 * va["batch_stats"]["BatchNorm_0"]["mean"][sigma][inv])
+
+
+def test_haiku_pairs_with_different_counters_are_joined():
+    """haiku's EMA counters are integer state, not weights: two networks trained for different
+    numbers of steps are joinable; a path carries a's counters and interpolates the averages."""
+    a, b = haiku_pair()
+    name = "batch_norm/~/mean_ema"
+    b = (b[0], {**b[1], name: {**b[1][name], "counter": b[1][name]["counter"] - 7}})
+    path = jl.paths.linear(a, b)
+    mid = path(0.5)
+    assert int(mid[1][name]["counter"]) == int(a[1][name]["counter"])
+    np.testing.assert_allclose(mid[1][name]["average"],
+                               0.5 * a[1][name]["average"] + 0.5 * b[1][name]["average"], rtol=1e-15)
+    with pytest.raises(ValueError, match=r"dtype of leaf \[0\]"):  # float32 params vs float64
+        bad = (jax.tree.map(lambda l: l.astype(jnp.float32), b[0]), b[1])
+        jl.paths.linear(a, bad)
