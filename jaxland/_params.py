@@ -14,22 +14,23 @@ leaves must be equal, otherwise `check_joinable` raises an error that names the 
 tree. Each parameter leaf keeps its own dtype: a float32 leaf stays float32 under `jax_enable_x64`,
 and raveled vectors are cast back leaf by leaf.
 
-**Running statistics are not parameters.** A floating-point leaf inside one of these collections is a
-*statistic*: a flax linen variables dict's `"batch_stats"` (a mapping holding both `"params"` and
+**Running statistics are not parameters.** A floating-point leaf inside one of these collections is
+a *statistic*: a flax linen variables dict's `"batch_stats"` (a mapping holding both `"params"` and
 `"batch_stats"`), the `state` of a haiku `(params, state)` pair (a 2-tuple of haiku's two-level
 `{module: {name: array}}` mappings, recognised when haiku is imported), a flax nnx `nnx.BatchStat`
 variable, and an `eqx.nn.State`. Statistics are left out of everything that is optimised,
-differentiated or perturbed (`partition`, `ravel`, `num_params`, `tree_dot`, `tree_norm`, `tree_sub`,
-`tree_axpy`, `tree_scale`: directions, Hessians, searches), where they are carried unchanged (a
-direction, `tree_sub`, holds zero statistics: `zero_stats`); they
-may differ between two joined models and are interpolated with the parameters along a path
-(`tree_lerp`, `tree_combination`, `stack_trees`, `tree_index`), so that a path from a to b carries
-a's statistics at a and b's at b. `stat_flags` says which leaves are statistics; `partition_floating`
-splits off every floating leaf (parameters and statistics: what a stack of path points varies in).
+differentiated or perturbed (`partition`, `ravel`, `num_params`, `tree_dot`, `tree_norm`,
+`tree_sub`, `tree_axpy`, `tree_scale`: directions, Hessians, searches), where they are carried
+unchanged (a direction, `tree_sub`, holds zero statistics: `zero_stats`); they may differ between
+two joined models and are interpolated with the parameters along a path (`tree_lerp`,
+`tree_combination`, `stack_trees`, `tree_index`), so that a path from a to b carries a's statistics
+at a and b's at b. `stat_flags` says which leaves are statistics; `partition_floating` splits off
+every floating leaf (parameters and statistics: what a stack of path points varies in).
 
-Names: `partition`, `partition_floating`, `stat_flags`, `lerp_stats`, `zero_stats`, `combine`, `ravel` (with its inverse `Unravel`), `check_params`, `tree_scale`, `num_params`, `param_dtype`, `tree_dot`, `tree_norm`,
-`tree_sub`, `tree_axpy`, `tree_lerp`, `tree_combination`, `stack_trees`, `tree_index`, `num_stacked`,
-`check_same_structure`, `check_joinable`, `leaf_paths`.
+Names: `partition`, `partition_floating`, `stat_flags`, `lerp_stats`, `zero_stats`, `combine`,
+`ravel` (with its inverse `Unravel`), `check_params`, `tree_scale`, `num_params`, `param_dtype`,
+`tree_dot`, `tree_norm`, `tree_sub`, `tree_axpy`, `tree_lerp`, `tree_combination`, `stack_trees`,
+`tree_index`, `num_stacked`, `check_same_structure`, `check_joinable`, `leaf_paths`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def is_param(x) -> bool:
     return eqx.is_inexact_array(x)
 
 
-# --- running statistics ----------------------------------------------------------------------------
+# --- running statistics ---------------------------------------------------------------------------
 
 
 def _is_linen_variables(x) -> bool:
@@ -62,7 +63,8 @@ def _is_linen_variables(x) -> bool:
 
 
 def _is_haiku_mapping(m) -> bool:
-    """haiku's two-level layout {module name: {variable name: array}} (None allowed for an array)."""
+    """haiku's two-level layout {module name: {variable name: array}} (None allowed for an
+    array)."""
     if not isinstance(m, Mapping):
         return False
     for k, v in m.items():
@@ -93,7 +95,8 @@ def _is_container(x) -> bool:
 
 def _one_level(x) -> list:
     """(key, child) for the children of a mapping or tuple, in flattening order."""
-    flat = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x and y is not None)[0]
+    child = lambda y: y is not x and y is not None  # noqa: E731
+    flat = jax.tree_util.tree_flatten_with_path(x, is_leaf=child)[0]
     return [(path[0], child) for path, child in flat]
 
 
@@ -122,8 +125,8 @@ def _stat_flags(tree: PyTree) -> list[bool]:
 
 def stat_flags(tree: PyTree) -> list[bool] | None:
     """For every leaf of `tree` (in `jax.tree.leaves` order), whether it lies in a collection of
-    running statistics (see the module docstring); None when the tree holds no such collection (every
-    floating leaf is a parameter)."""
+    running statistics (see the module docstring); None when the tree holds no such collection
+    (every floating leaf is a parameter)."""
     if not any(_is_container(i) for i in jax.tree.leaves(tree, is_leaf=_is_container)):
         return None
     return _stat_flags(tree)
@@ -138,8 +141,9 @@ def _param_flags(tree: PyTree, leaves: list) -> list[bool]:
 
 def _split(tree: PyTree, keep: list[bool]) -> tuple[PyTree, PyTree]:
     leaves, treedef = jax.tree.flatten(tree)
-    return (jax.tree.unflatten(treedef, [l if k else None for l, k in zip(leaves, keep, strict=True)]),
-            jax.tree.unflatten(treedef, [None if k else l for l, k in zip(leaves, keep, strict=True)]))
+    pairs = list(zip(leaves, keep, strict=True))
+    return (jax.tree.unflatten(treedef, [l if k else None for l, k in pairs]),
+            jax.tree.unflatten(treedef, [None if k else l for l, k in pairs]))
 
 
 def partition(tree: PyTree) -> tuple[PyTree, PyTree]:
@@ -168,8 +172,8 @@ def param_leaves(tree: PyTree) -> list:
 
 
 def _map_leaves(f, tree: PyTree, others: tuple, *, stats: bool) -> PyTree:
-    """f(leaf, *other leaves) on the parameter leaves of `tree` (with `stats`, on every floating leaf);
-    the other leaves of `tree` unchanged. `others` have tree's structure."""
+    """f(leaf, *other leaves) on the parameter leaves of `tree` (with `stats`, on every floating
+    leaf); the other leaves of `tree` unchanged. `others` have tree's structure."""
     leaves, treedef = jax.tree.flatten(tree)
     other_leaves = [treedef.flatten_up_to(o) for o in others]
     sel = [is_param(l) for l in leaves] if stats else _param_flags(tree, leaves)
@@ -283,7 +287,8 @@ def check_params(tree: PyTree, name: str) -> PyTree:
 
 
 def _binary(f, a: PyTree, b: PyTree) -> PyTree:
-    """f(u, v) on corresponding parameter leaves; the other leaves (statistics included) from `a`."""
+    """f(u, v) on corresponding parameter leaves; the other leaves (statistics included) from
+    `a`."""
     return _map_leaves(f, a, (b,), stats=False)
 
 
@@ -329,7 +334,8 @@ def tree_axpy(alpha, x: PyTree, y: PyTree) -> PyTree:
 def tree_scale(alpha, x: PyTree) -> PyTree:
     """α x on the parameter leaves, α cast to each leaf's dtype (other leaves, statistics included,
     carried through)."""
-    return _map_leaves(lambda u: jnp.asarray(alpha).astype(jnp.result_type(u)) * u, x, (), stats=False)
+    return _map_leaves(lambda u: jnp.asarray(alpha).astype(jnp.result_type(u)) * u, x, (),
+                       stats=False)
 
 
 def tree_lerp(a: PyTree, b: PyTree, t) -> PyTree:
@@ -346,8 +352,8 @@ def tree_lerp(a: PyTree, b: PyTree, t) -> PyTree:
 
 
 def tree_combination(coefs: Array, stacked: PyTree) -> PyTree:
-    """Σ_k coefs[k] · B_k for a stacked pytree (leading axis K on the floating leaves: parameters and
-    running statistics), coefficients cast to each leaf's dtype; the other leaves are carried
+    """Σ_k coefs[k] · B_k for a stacked pytree (leading axis K on the floating leaves: parameters
+    and running statistics), coefficients cast to each leaf's dtype; the other leaves are carried
     through.
 
     Written as an explicit sum of products (not a tensordot) so that a coefficient vector
@@ -400,8 +406,8 @@ def _first_difference(a: PyTree, b: PyTree) -> str:
 
 
 def check_same_structure(a: PyTree, b: PyTree, names=("a", "b")) -> None:
-    """Raise ``ValueError`` unless a and b have the same tree structure and floating-leaf shapes; the
-    message names the first leaf that differs, with both shapes."""
+    """Raise ``ValueError`` unless a and b have the same tree structure and floating-leaf shapes;
+    the message names the first leaf that differs, with both shapes."""
     ta, tb = jax.tree.structure(a), jax.tree.structure(b)
     if ta != tb:
         raise ValueError(f"{names[0]} and {names[1]} have different tree structures, "
@@ -439,9 +445,10 @@ def check_joinable(a: PyTree, b: PyTree, names=("a", "b")) -> None:
     Paths, stacks and searches move only the floating leaves (parameters, and running statistics,
     which may differ); the rest (activations, strings, integer arrays, static fields) must agree at
     both ends, except the integer leaves of a statistics collection (haiku's EMA counters, equinox's
-    BatchNorm counters), which may differ and are carried from a. A leaf that differs raises ``ValueError`` naming its path in the tree (an integer
-    array that differs, for instance, cannot be interpolated); so does a floating leaf whose dtype
-    differs (a float16 model joined with a float32 one would be silently promoted or rounded).
+    BatchNorm counters), which may differ and are carried from a. A leaf that differs raises
+    ``ValueError`` naming its path in the tree (an integer array that differs, for instance, cannot
+    be interpolated); so does a floating leaf whose dtype differs (a float16 model joined with a
+    float32 one would be silently promoted or rounded).
     """
     check_same_structure(a, b, names)
     flags = stat_flags(a) or [False] * len(jax.tree.leaves(a))
@@ -453,8 +460,9 @@ def check_joinable(a: PyTree, b: PyTree, names=("a", "b")) -> None:
             raise ValueError(
                 f"{names[0]} and {names[1]} differ in the dtype of leaf {path}: "
                 f"{jnp.result_type(u)} vs {jnp.result_type(v)}; a path between them would mix "
-                f"precisions: cast one model to the other's dtype first (e.g. jax.tree.map(lambda l: "
-                f"l.astype(jnp.float32) if eqx.is_inexact_array(l) else l, model))"
+                f"precisions: cast one model to the other's dtype first (e.g. "
+                f"jax.tree.map(lambda l: l.astype(jnp.float32) if eqx.is_inexact_array(l) "
+                f"else l, model))"
             )
         if not is_param(u) and not _equal_leaves(u, v):
             kind = type(u).__name__
@@ -490,8 +498,8 @@ def _stack(params: list) -> PyTree:
 
 
 def tree_index(stacked: PyTree, i) -> PyTree:
-    """The i-th pytree of a stacked pytree (the leading axis of each floating leaf indexed by i; i may
-    be traced); other leaves are carried through."""
+    """The i-th pytree of a stacked pytree (the leading axis of each floating leaf indexed by i; i
+    may be traced); other leaves are carried through."""
     return jax.tree.map(lambda l: l[i] if is_param(l) else l, stacked)
 
 

@@ -3,9 +3,10 @@
 - `recompute_batch_stats` for flax linen `(module, variables, x)` and haiku
   `(transformed, (params, state), x)`: the statistics are the full-data mean and biased variance of
   every BatchNorm layer's input, compared with the computation written out below.
-- Running statistics are not parameters: a linen `batch_stats`, a haiku state, nnx `BatchStat`s and
-  an `eqx.nn.State` are left out of what is raveled, differentiated (Hessian), perturbed (directions,
-  slices) and searched (fit_curve), and carried or interpolated instead.
+- Running statistics are not parameters: a linen `batch_stats`, a haiku state, nnx `BatchStat`s
+  and an `eqx.nn.State` are left out of what is raveled, differentiated (Hessian), perturbed
+  (directions, slices), searched (fit_curve) and matched (align), and carried or interpolated
+  instead.
 - `batch_size` is refused on a path through linen or haiku state.
 - Joins: different widths name the first differing leaf with both shapes; a float16 model is not
   joined with a float32 one.
@@ -44,7 +45,7 @@ def data(n=11, seed=0):
     return x, y
 
 
-# --- flax linen ------------------------------------------------------------------------------------
+# --- flax linen -----------------------------------------------------------------------------------
 
 
 class LinenMLP(nn.Module):
@@ -52,7 +53,8 @@ class LinenMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = dict(use_running_average=not train, momentum=0.9, force_float32_reductions=False, **F64)
+        bn = dict(use_running_average=not train, momentum=0.9, force_float32_reductions=False,
+                  **F64)
         x = nn.BatchNorm(**bn)(nn.Dense(6, **F64)(x))
         x = nn.BatchNorm(**bn)(nn.Dense(5, **F64)(jnp.tanh(x)))
         return nn.Dense(1, **F64)(x)
@@ -111,7 +113,7 @@ def test_linen_refusals_name_what_was_passed():
         jl.recompute_batch_stats(m, v, jnp.ones((11, 4)), apply_kwargs={"train": False})
 
 
-# --- haiku -----------------------------------------------------------------------------------------
+# --- haiku ----------------------------------------------------------------------------------------
 
 
 def haiku_net(x, is_training):
@@ -142,7 +144,8 @@ def test_haiku_statistics_are_the_full_data_mean_and_biased_variance(batch_size)
     # by hand (haiku keeps the statistics with keepdims, shape (1, C))
     h1 = x @ params["linear"]["w"] + params["linear"]["b"]
     m1, v1 = h1.mean(0, keepdims=True), ((h1 - h1.mean(0)) ** 2).mean(0, keepdims=True)
-    z1 = (h1 - m1) / jnp.sqrt(v1 + EPS) * params["batch_norm"]["scale"] + params["batch_norm"]["offset"]
+    bn = params["batch_norm"]
+    z1 = (h1 - m1) / jnp.sqrt(v1 + EPS) * bn["scale"] + bn["offset"]
     h2 = jnp.tanh(z1) @ params["linear_1"]["w"] + params["linear_1"]["b"]
     m2, v2 = h2.mean(0, keepdims=True), ((h2 - h2.mean(0)) ** 2).mean(0, keepdims=True)
     for name, want in [("batch_norm/~/mean_ema", m1), ("batch_norm/~/var_ema", v1),
@@ -165,7 +168,7 @@ def test_haiku_refusals():
         jl.recompute_batch_stats(HAIKU, None, x)
 
 
-# --- running statistics are not parameters ----------------------------------------------------------
+# --- running statistics are not parameters --------------------------------------------------------
 
 
 class NnxNet(nnx.Module):
@@ -344,8 +347,8 @@ def test_haiku_pairs_with_different_counters_are_joined():
     path = jl.paths.linear(a, b)
     mid = path(0.5)
     assert int(mid[1][name]["counter"]) == int(a[1][name]["counter"])
-    np.testing.assert_allclose(mid[1][name]["average"],
-                               0.5 * a[1][name]["average"] + 0.5 * b[1][name]["average"], rtol=1e-15)
+    want = 0.5 * a[1][name]["average"] + 0.5 * b[1][name]["average"]
+    np.testing.assert_allclose(mid[1][name]["average"], want, rtol=1e-15)
     with pytest.raises(ValueError, match=r"dtype of leaf \[0\]"):  # float32 params vs float64
         bad = (jax.tree.map(lambda l: l.astype(jnp.float32), b[0]), b[1])
         jl.paths.linear(a, bad)

@@ -31,9 +31,9 @@ How:
   passes (even inf or NaN in deep layers) never persist, since every pass overwrites every layer.
 
 flax linen and haiku: `recompute_batch_stats(module, variables, x)` and
-`recompute_batch_stats(transformed, (params, state), x)` run the same fixed-point passes (one pass
-per BatchNorm layer, also without `batch_size`), the layers intercepted with `nn.intercept_methods` /
-`hk.intercept_methods`.
+`recompute_batch_stats(transformed, (params, state), x)` run the same fixed-point passes (one
+pass per BatchNorm layer, also without `batch_size`), the layers intercepted with
+`nn.intercept_methods` / `hk.intercept_methods`.
 
 flax nnx: the same function takes an `nnx.Module` with `state=None` and returns a copy of the model
 whose `nnx.BatchNorm` statistics are set (nnx keeps the statistics in the model).
@@ -657,10 +657,11 @@ def _recompute_nnx(model, x: Array, *, batch_size: int | None = None):
 
 
 def _pooled_passes(forward, start: list, x: Array, batch_size: int, n_passes: int) -> list:
-    """`n_passes` passes over `x` in batches of `batch_size`: pass p runs `forward(xb, estimates)` on
-    every batch with the estimates of pass p − 1 as the running statistics, and pools the measured
-    [(mean, biased var)] per layer exactly (`_merge`). After L passes (L = number of BatchNorm layers)
-    every layer is exact (the module docstring's induction), also for one batch holding all of x."""
+    """`n_passes` passes over `x` in batches of `batch_size`: pass p runs
+    `forward(xb, estimates)` on every batch with the estimates of pass p − 1 as the running
+    statistics, and pools the measured [(mean, biased var)] per layer exactly (`_merge`). After L
+    passes (L = number of BatchNorm layers) every layer is exact (the module docstring's
+    induction), also for one batch holding all of x."""
     N = x.shape[0]
     n_full, rem = divmod(N, batch_size)
     x_full = x[: n_full * batch_size].reshape((n_full, batch_size) + x.shape[1:])
@@ -693,8 +694,8 @@ def _kwargs_key(apply_kwargs) -> tuple:
 
 
 def _maybe_jit(fun, static: tuple, *args):
-    """fun(*static, *args) compiled once per `static` (module-level cache) when `static` is hashable,
-    else traced for this call only."""
+    """fun(*static, *args) compiled once per `static` (module-level cache) when `static` is
+    hashable, else traced for this call only."""
     try:
         hash(static)
     except TypeError:
@@ -782,15 +783,15 @@ def _linen_forward(module, layers, kwargs_key, method, variables, xb, estimates)
         module.apply(variables, xb, method=method, **dict(kwargs_key))
     missing = [layer for layer in layers if layer not in records]
     if missing:
-        raise ValueError(f"variables['batch_stats'] holds statistics for {'/'.join(missing[0])}, but "
-                         "no nn.BatchNorm at that place was called on x")
+        raise ValueError(f"variables['batch_stats'] holds statistics for {'/'.join(missing[0])}, "
+                         "but no nn.BatchNorm at that place was called on x")
     return [(records[layer][0].astype(m.dtype), records[layer][1].astype(v.dtype))
             for layer, (m, v) in zip(layers, estimates, strict=True)]
 
 
 def _linen_compute(module, layers, kwargs_key, method, batch_size, variables, x):
-    start = [(_get(variables["batch_stats"], layer)["mean"], _get(variables["batch_stats"], layer)["var"])
-             for layer in layers]
+    stats = variables["batch_stats"]
+    start = [(_get(stats, layer)["mean"], _get(stats, layer)["var"]) for layer in layers]
     forward = functools.partial(_linen_forward, module, layers, kwargs_key, method, variables)
     return _pooled_passes(forward, start, x, batch_size, len(layers))
 
@@ -817,18 +818,19 @@ def _recompute_linen(module, variables, x, *, batch_size, apply_kwargs, method):
     try:
         jax.eval_shape(lambda v, xb: _linen_forward(
             module, tuple(layers), _kwargs_key(apply_kwargs), method, v, xb,
-            [(_get(v["batch_stats"], la)["mean"], _get(v["batch_stats"], la)["var"]) for la in layers]),
+            [(_get(v["batch_stats"], la)["mean"], _get(v["batch_stats"], la)["var"])
+             for la in layers]),
             plain, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
     except (NotImplementedError, ValueError) as e:
         if isinstance(e, ValueError) and "nn.BatchNorm" in str(e):
             raise
         if isinstance(e, NotImplementedError):
             raise
-        raise ValueError(f"x has shape {tuple(x.shape)}, but module.apply fails on a batch of shape "
-                         f"{(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
+        raise ValueError(f"x has shape {tuple(x.shape)}, but module.apply fails on a batch of "
+                         f"shape {(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
     except Exception as e:  # noqa: BLE001 - re-raised with the argument named
-        raise ValueError(f"x has shape {tuple(x.shape)}, but module.apply fails on a batch of shape "
-                         f"{(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
+        raise ValueError(f"x has shape {tuple(x.shape)}, but module.apply fails on a batch of "
+                         f"shape {(1,) + tuple(x.shape[1:])}: {type(e).__name__}: {e}") from e
     stats = _maybe_jit(_linen_compute, (module, tuple(layers), _kwargs_key(apply_kwargs), method,
                                         N if batch_size is None else min(batch_size, N)), plain, x)
     flat = traverse_util.flatten_dict(dict(variables["batch_stats"]))
@@ -877,11 +879,12 @@ def _haiku_forward(transformed, layers, kwargs_key, params, state, xb, estimates
         inputs = bound.arguments["inputs"]
         if bn.cross_replica_axis is not None:
             raise ValueError(f"the hk.BatchNorm {bn.module_name} has cross_replica_axis "
-                             f"{bn.cross_replica_axis!r}; recompute_batch_stats reduces over x itself")
+                             f"{bn.cross_replica_axis!r}; recompute_batch_stats reduces over x "
+                             "itself")
         name = bn.mean_ema.module_name
         if name in records:
-            raise ValueError(f"the hk.BatchNorm {bn.module_name} is called more than once; a shared "
-                             "layer sees two inputs, so it has no single set of statistics")
+            raise ValueError(f"the hk.BatchNorm {bn.module_name} is called more than once; a "
+                             "shared layer sees two inputs, so it has no single set of statistics")
         channel = bn.channel_index + inputs.ndim if bn.channel_index < 0 else bn.channel_index
         axes = tuple(bn.axis) if bn.axis is not None else tuple(
             i for i in range(inputs.ndim) if i != channel)
@@ -916,8 +919,9 @@ def _recompute_haiku(transformed, variables, x, *, batch_size, apply_kwargs):
     import haiku as hk
 
     if not isinstance(transformed, hk.TransformedWithState):
-        raise TypeError("a haiku model with BatchNorm is an hk.transform_with_state(...) result (its "
-                        "statistics live in the state); got an hk.Transformed, which has no state")
+        raise TypeError("a haiku model with BatchNorm is an hk.transform_with_state(...) result "
+                        "(its statistics live in the state); got an hk.Transformed, which has no "
+                        "state")
     if not (isinstance(variables, tuple) and len(variables) == 2
             and all(isinstance(v, Mapping) for v in variables)):
         raise TypeError("for a haiku model, state must be the pair (params, state) from "

@@ -46,9 +46,9 @@ def _to_trees(unravel: Unravel, a, b, inner) -> list:
     """[a, unravel(θ_1), …, unravel(θ_K), b]: a path's nodes with the endpoints themselves (so the path
     found starts and ends exactly at a and b, with their dtypes and non-parameter leaves).
 
-    Running statistics (a linen `batch_stats`, a haiku state, nnx `BatchStat`s) are not searched over:
-    node k of K interior nodes carries the endpoints' statistics interpolated at k/(K + 1), so that
-    on a Bézier curve or a uniform polychain they are (1 − t)·s_a + t·s_b at every t, as on the
+    Running statistics (a linen `batch_stats`, a haiku state, nnx `BatchStat`s) are not searched
+    over: node k of K interior nodes carries the endpoints' statistics interpolated at k/(K + 1), so
+    that on a Bézier curve or a uniform polychain they are (1 − t)·s_a + t·s_b at every t, as on the
     straight segment."""
     inner = np.asarray(inner)
     K = inner.shape[0]
