@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +14,20 @@ import pytest
 from jaxland.experiments._cli import main
 
 
-def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
+def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
+    # a 0.2 s heartbeat and a slow factor that makes every stage slow (issue 19: never silent)
+    monkeypatch.setenv("JAXLAND_HEARTBEAT_S", "0.2")
+    monkeypatch.setenv("JAXLAND_SLOW_FACTOR", "0.001")
     assert main(["reproduce", "--out", str(out), "--preset", "tiny"]) == 0
+    err = capsys.readouterr().err
+    beats = set(re.findall(r"still in stage (.+?), \d+s", err))
+    assert {"training minimum_a", "connect", "fit_curve"} <= beats, err[-3000:]
+    slow = re.findall(r"stage (.+?) is slow: \d+s, expected about", err)
+    assert "training minimum_a" in slow and "connect" in slow, err[-3000:]
+    # never a silence of more than a few heartbeats (generous: a loaded 2-core machine)
+    stamps = [float(v) for v in re.findall(r"^\[jaxland +(\d+\.\d)s\]", err, re.M)]
+    assert max(b - a for a, b in zip(stamps, stamps[1:], strict=False)) < 10.0, err[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["preset"] == "tiny"
     for fig in report["figures"]:
@@ -146,12 +158,19 @@ def test_missing_matplotlib_is_reported_before_any_work(tmp_path, capsys, monkey
     assert not out.exists()  # nothing computed, nothing created
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
     """SIGINT while the first kernels compile: exit code 130 and one line about resuming
     (before: a traceback and a segmentation fault, exit −11)."""
     out = tmp_path / "run"
+    # SIGINT back to its default in the child: a parent that ignores it (nohup, a backgrounded job
+    # of a non-interactive shell) passes SIG_IGN on through exec, and the child would never see it
     p = subprocess.Popen([sys.executable, "-m", "jaxland", "reproduce", "--preset", "tiny", "--out",
-                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_default_sigint)
     try:
         seen = []
         # the first progress line: the data are loaded, the networks are built and compiled next

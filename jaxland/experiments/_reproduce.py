@@ -35,6 +35,17 @@ from ._store import RunStore, to_jsonable
 
 PRESETS = ("tiny", "quick", "full")
 
+# Expected seconds of each stage on 2 CPU cores (tiny, quick, full), measured on an idle machine and
+# rounded up: a stage past SLOW_FACTOR (10) times this is reported as slow by name (`Progress.stage`).
+_EXPECTED = {
+    "train": (5, 5, 10), "xi_star": (5, 5, 15), "hessian": (5, 5, 10), "path": (5, 10, 20),
+    "connect": (10, 15, 30), "curve": (5, 10, 90), "plane": (5, 5, 15), "figures": (5, 5, 10),
+}
+
+
+def _expected(stage: str, preset: str) -> float:
+    return float(_EXPECTED[stage][PRESETS.index(preset)])
+
 
 def reproduce_settings(*, preset: str = "full", data: str = "default", seed: int = 0) -> dict:
     """The settings of a `reproduce` run (all of them go into report.json).
@@ -151,9 +162,10 @@ def reproduce(
         rec = store.load(name)
         net = store.load_tree(name, like) if rec is not None else None
         if net is None:
-            log(f"training {name} (SkipNet, m={s['m']}, {s['steps']} Adam steps)")
-            r = fit(like, x, y, kappa=s["kappa"], loss=loss, steps=s["steps"],
-                    optimizer=optax.adam(s["learning_rate"]))
+            with log.stage(f"training {name}", _expected("train", preset),
+                           f"training {name} (SkipNet, m={s['m']}, {s['steps']} Adam steps)"):
+                r = fit(like, x, y, kappa=s["kappa"], loss=loss, steps=s["steps"],
+                        optimizer=optax.adam(s["learning_rate"]))
             net = r.net
             store.save_tree(name, net)
             rec = store.save(name, {"F": float(F(net)), "history_every_100": r.history[::100]})
@@ -166,9 +178,10 @@ def reproduce(
     rec = store.load("xi_star")
     star = store.load_tree("xi_star", like_star) if rec is not None else None
     if star is None:
-        log(f"estimating e(l) with l = floor(m^eta) = {s['l']} units")
-        r = best_l_term(x, y, l=s["l"], kappa=s["kappa"], key=k_star, loss=loss,
-                        steps=s["steps"], restarts=4)
+        with log.stage("xi_star", _expected("xi_star", preset),
+                       f"estimating e(l) with l = floor(m^eta) = {s['l']} units"):
+            r = best_l_term(x, y, l=s["l"], kappa=s["kappa"], key=k_star, loss=loss,
+                            steps=s["steps"], restarts=4)
         star = r.net
         store.save_tree("xi_star", star)
         rec = store.save("xi_star", {"e_l_upper_bound": float(r.value),
@@ -189,10 +202,12 @@ def reproduce(
     # -- stage 2: curvature at the minima ------------------------------------------------------------
     rec = store.load("hessian_minima")
     if rec is None:
-        log(f"Lanczos ({s['lanczos_steps']} steps) for lambda_min, lambda_max of the Hessian at the minima")
         ka, kb = jax.random.split(k_hess)
-        rec = store.save("hessian_minima", {"minimum_a": curvature(net_a, ka),
-                                            "minimum_b": curvature(net_b, kb)})
+        with log.stage("hessian_minima", _expected("hessian", preset),
+                       f"Lanczos ({s['lanczos_steps']} steps) for lambda_min, lambda_max of the "
+                       "Hessian at the minima"):
+            rec = {"minimum_a": curvature(net_a, ka), "minimum_b": curvature(net_b, kb)}
+        rec = store.save("hessian_minima", rec)
     hess_minima = rec
 
     # -- stage 3: the paths --------------------------------------------------------------------------
@@ -200,7 +215,11 @@ def reproduce(
     plane_ts = np.linspace(0.0, 1.0, 129)
 
     def path_record(name, path, extra=None):
-        log(f"{name}: F at {len(ts)} points (evaluate_path), refining the maximum to {s['refine_tol']}")
+        with log.stage(name, _expected("path", preset), f"{name}: F at {len(ts)} points "
+                       f"(evaluate_path), refining the maximum to {s['refine_tol']}"):
+            return _path_record(name, path, extra)
+
+    def _path_record(name, path, extra):
         vals = np.asarray(evaluate_path(F, path, ts), np.float64)
         if not np.all(np.isfinite(vals)):
             raise FloatingPointError(f"F is not finite along the path {name}")
@@ -231,17 +250,21 @@ def reproduce(
 
     rec = store.load("theorem11")
     if rec is None:
-        log(f"connect: the Theorem 11 path ξ_A → ξ* → ξ_B (eta = {s['eta']}, l = {s['l']})")
-        res = connect(net_a, net_b, x, y, kappa=s["kappa"], eta=s["eta"], loss=loss, xi_star=star,
-                      n_points=s["connect_points"])
+        with log.stage("connect", _expected("connect", preset),
+                       f"connect: the Theorem 11 path ξ_A → ξ* → ξ_B (eta = {s['eta']}, "
+                       f"l = {s['l']})"):
+            res = connect(net_a, net_b, x, y, kappa=s["kappa"], eta=s["eta"], loss=loss,
+                          xi_star=star, n_points=s["connect_points"])
         rec = path_record("theorem11", res.path, {"certificate": res.certificate.to_dict()})
     paths["theorem11"] = rec
 
     rec = store.load("bezier")
     if rec is None:
-        log(f"fit_curve: quadratic Bézier curve ξ_A → ξ_B, {s['curve_steps']} Adam steps")
-        res = fit_curve(F, net_a, net_b, kind="bezier", bends=1, steps=s["curve_steps"],
-                        batch=s["curve_batch"], key=k_curve, points=len(ts))
+        with log.stage("fit_curve", _expected("curve", preset),
+                       f"fit_curve: quadratic Bézier curve ξ_A → ξ_B, {s['curve_steps']} Adam "
+                       "steps"):
+            res = fit_curve(F, net_a, net_b, kind="bezier", bends=1, steps=s["curve_steps"],
+                            batch=s["curve_batch"], key=k_curve, points=len(ts))
         rec = path_record("bezier", res.path, {"curve_history_every_10": np.asarray(res.history)[::10]})
     paths["bezier"] = rec
 
@@ -262,9 +285,10 @@ def reproduce(
     for name, (lo, hi) in windows.items():
         rec = store.load(name)
         if rec is None:
-            log(f"F on a {g}×{g} grid of the plane through ξ_A, ξ_B, ξ* ({name})")
             alphas, betas = np.linspace(lo[0], hi[0], g), np.linspace(lo[1], hi[1], g)
-            sl = plane_slice(F, net_a, net_b, star_skip, alphas=alphas, betas=betas)
+            with log.stage(name, _expected("plane", preset),
+                           f"F on a {g}×{g} grid of the plane through ξ_A, ξ_B, ξ* ({name})"):
+                sl = plane_slice(F, net_a, net_b, star_skip, alphas=alphas, betas=betas)
             rec = store.save(name, {"alphas": alphas, "betas": betas, "F": np.asarray(sl.values),
                                     "anchors": np.asarray(sl.anchors),
                                     "anchor_names": ["minimum_a", "minimum_b", "xi_star"]})
@@ -281,7 +305,8 @@ def reproduce(
         "plane": plane_rec,
         **({"plane_overview": planes["plane_overview"]} if "plane_overview" in planes else {}),
     }
-    figures = _plot_segments(out, paths) + _plot_plane(out, planes, paths, anchor_F)
+    with log.stage("figures", _expected("figures", preset), "drawing paths.png and plane.png"):
+        figures = _plot_segments(out, paths) + _plot_plane(out, planes, paths, anchor_F)
     report["figures"] = figures
     (out / "report.json").write_text(json.dumps(to_jsonable(report), indent=1))
     log(f"wrote {out / 'report.json'} and {', '.join(figures)}")

@@ -140,6 +140,15 @@ def scaling_settings(
     return s
 
 
+def _expected(kind: str, preset: str, m: int) -> float:
+    """Rough seconds of one run on 2 CPU cores (a pair of trainings with its two path searches, or
+    one certificate), for the slow-stage warning of `Progress.stage` (at 10× this): training grows
+    like m, the merge plans of the certificate like m²."""
+    base = {"tiny": 10.0, "quick": 30.0, "full": 30.0}[preset]
+    r = max(1.0, m / 512)
+    return base * (r if kind == "pair" else r * r)
+
+
 _SHARED = ("lr_width", "merge_method", "teacher_width", "noise", "d_g", "d_o", "hidden", "kappa",
            "learning_rate", "curve_batch", "refine_levels", "refine_points", "dtype", "samples",
            "steps", "curve_steps", "points", "cert_points", "star_steps", "star_restarts")
@@ -607,7 +616,9 @@ def scaling(
                 nets = None
                 if rec is None:
                     t1 = time.perf_counter()
-                    rec, nets = _pair(s, store, x, y, F, m, n, sd)
+                    with log.stage(f"pair {tag}", _expected("pair", preset, m),
+                                   f"[{done}/{total}] training and searching pair {tag}", event=False):
+                        rec, nets = _pair(s, store, x, y, F, m, n, sd)
                     rec = {"m": m, "n": n, "seed": sd, **rec, "seconds": time.perf_counter() - t1}
                     store.save(f"pair_{tag}", rec)
                     computed += 1
@@ -631,7 +642,10 @@ def scaling(
                                                    f"{store.dir}; delete pair_{tag}.json to retrain")
                             nets = {"SkipNet": tuple(ab)}
                         t1 = time.perf_counter()
-                        crec = _certificate(s, x, y, *nets["SkipNet"], m, n, eta, sd)
+                        with log.stage(f"certificate {tag} eta={eta:g}",
+                                       _expected("cert", preset, m),
+                                       f"[{done}/{total}] certificate {tag} eta={eta:g}", event=False):
+                            crec = _certificate(s, x, y, *nets["SkipNet"], m, n, eta, sd)
                         crec["seconds"] = time.perf_counter() - t1
                         estore.save(name, crec)
                         computed += 1
