@@ -65,7 +65,7 @@ from ..model._models import NoSkipNet, SkipNet, TwoLayer
 from ..model._objective import objective_fn
 from ..paths._paths import linear
 from ..search._search_path import search_path
-from ._preflight import check_out_dir, require
+from ._preflight import check_out_dir, check_seed, require
 from ._progress import Progress
 from ._scaling import (
     _SHARED,
@@ -131,7 +131,7 @@ def alignment_settings(
     if any(v < 1 for v in w):
         raise ValueError(f"widths must be positive integers; got {w}")
     s.update(own, **mine, widths=w,
-             digit_seeds=tuple(int(seed) + d for d in g["digit_seeds"]))
+             digit_seeds=tuple(check_seed(int(seed) + d, "seed") for d in g["digit_seeds"]))
     return s
 
 

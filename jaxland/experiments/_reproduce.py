@@ -29,7 +29,7 @@ from ..model._train import fit
 from ..paths._paths import linear
 from ..search._curve import fit_curve
 from ..second_order._hessian import hessian_eigs
-from ._preflight import check_out_dir, require
+from ._preflight import check_out_dir, check_seed, require
 from ._progress import Progress
 from ._store import RunStore, to_jsonable
 
@@ -85,13 +85,6 @@ def reproduce_settings(*, preset: str = "full", data: str = "default", seed: int
         "plane_margin": 0.25,
         "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
     }
-
-
-def check_seed(seed) -> int:
-    """A PRNG seed: an integer in [0, 2^31) (larger ones would wrap around in the uint32 key)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
-        raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
-    return int(seed)
 
 
 def preflight(out, *, data: str = "default", name: str = "out") -> Path:
