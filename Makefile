@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/reproduce
 
-.PHONY: demo demo-quick test bench
+.PHONY: demo demo-quick test test-min bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,28 @@ demo: $(VENV)/.installed
 demo-quick: $(VENV)/.installed
 	$(VENV)/bin/jaxland reproduce --quick --out out/quick
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed test-min
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The lowest declared versions (pyproject's lower bounds of jax, jaxlib, equinox, optax, chex,
+# jaxtyping, optimistix, lineax, pinned by tools/min_constraints.py) in their own venv, and a fast
+# subset of the tests against them (about a minute of CPU).
+VENV_MIN ?= .venv-min
+PY_MIN := $(VENV_MIN)/bin/python
+MIN_TESTS ?= tests/test_min_versions.py tests/test_paths.py tests/test_metrics.py \
+	tests/test_critical.py tests/test_train.py tests/test_lemma10.py
+
+$(VENV_MIN)/.installed: pyproject.toml tools/min_constraints.py
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(PY_MIN) -m pip install --quiet --upgrade pip
+	$(PY_MIN) tools/min_constraints.py > $(VENV_MIN)/constraints.txt
+	$(PY_MIN) -m pip install --quiet -c $(VENV_MIN)/constraints.txt -e . pytest pytest-xdist \
+		hypothesis beartype
+	touch $@
+
+test-min: $(VENV_MIN)/.installed
+	JAXLAND_MIN_VERSIONS=$(VENV_MIN)/constraints.txt $(PY_MIN) -m pytest -q -n 2 --dist loadfile \
+		-p no:cacheprovider $(MIN_TESTS)
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'

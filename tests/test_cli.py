@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +14,20 @@ import pytest
 from jaxland.experiments._cli import main
 
 
-def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
+def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
+    # a 0.2 s heartbeat and a slow factor that makes every stage slow (issue 19: never silent)
+    monkeypatch.setenv("JAXLAND_HEARTBEAT_S", "0.2")
+    monkeypatch.setenv("JAXLAND_SLOW_FACTOR", "0.001")
     assert main(["reproduce", "--out", str(out), "--preset", "tiny"]) == 0
+    err = capsys.readouterr().err
+    beats = set(re.findall(r"still in stage (.+?), \d+s", err))
+    assert {"training minimum_a", "connect", "fit_curve"} <= beats, err[-3000:]
+    slow = re.findall(r"stage (.+?) is slow: \d+s, expected about", err)
+    assert "training minimum_a" in slow and "connect" in slow, err[-3000:]
+    # never a silence of more than a few heartbeats (generous: a loaded 2-core machine)
+    stamps = [float(v) for v in re.findall(r"^\[jaxland +(\d+\.\d)s\]", err, re.M)]
+    assert max(b - a for a, b in zip(stamps, stamps[1:], strict=False)) < 10.0, err[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["preset"] == "tiny"
     for fig in report["figures"]:
@@ -44,8 +56,20 @@ def test_reproduce_tiny_writes_report_and_resumes(tmp_path, capsys):
     for name in ("minimum_a", "minimum_b"):
         h = report["minima"][name]
         assert h["lambda_min"] <= h["lambda_max"]
+        # issue 22: a negative λ_min at a trained minimum comes with ‖∇F‖ (Adam stops near, not
+        # at, a minimum) and an explanation; a converged bound is never the bare 0.0 of underflow
+        assert h["grad_norm"] > 0
+    eps32 = float(np.finfo(np.float32).eps)
+    for h in [report["minima"][k] for k in ("minimum_a", "minimum_b")] + \
+            [r["hessian_at_max"] for r in report["paths"].values()]:
+        floor = eps32 * max(abs(h["lambda_min"]), abs(h["lambda_max"]))
+        assert h["lambda_min_bound"] >= floor and h["lambda_max_bound"] >= floor > 0
+    assert {"lambda_min", "lambda_min_bound", "lambda_max_bound", "barrier"} <= set(report["notes"])
+    assert "approximate minimum" in report["notes"]["lambda_min"]
+    assert report["barrier_rounding_level"] > 0
     for rec in report["paths"].values():
         assert rec["hessian_at_max"]["lambda_min"] <= rec["hessian_at_max"]["lambda_max"]
+        assert rec["barrier"] >= 0
     g = report["settings"]["plane_grid"]
     assert np.asarray(report["plane"]["F"]).shape == (g, g)
     # the plane's grid is the zoom on the three minima: it holds them, and is at most their extent
@@ -146,12 +170,19 @@ def test_missing_matplotlib_is_reported_before_any_work(tmp_path, capsys, monkey
     assert not out.exists()  # nothing computed, nothing created
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
     """SIGINT while the first kernels compile: exit code 130 and one line about resuming
     (before: a traceback and a segmentation fault, exit −11)."""
     out = tmp_path / "run"
+    # SIGINT back to its default in the child: a parent that ignores it (nohup, a backgrounded job
+    # of a non-interactive shell) passes SIG_IGN on through exec, and the child would never see it
     p = subprocess.Popen([sys.executable, "-m", "jaxland", "reproduce", "--preset", "tiny", "--out",
-                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_default_sigint)
     try:
         seen = []
         # the first progress line: the data are loaded, the networks are built and compiled next
@@ -193,3 +224,98 @@ def test_plane_zoom_keeps_the_minima_apart_when_a_path_goes_far():
     assert full[1][0] >= 1000 and rp._needs_overview((lo, hi), full)
     near = {"bezier": {"plane_xy": {"xy": np.stack([3 * t, np.sin(np.pi * t)], 1)}}}
     assert not rp._needs_overview((lo, hi), rp._full_window(frame, near, 0.25))
+
+
+def _fake_job(far: float = 1000.0):
+    """The records plane.png and paths.png are drawn from, for a job whose Theorem 11 path goes
+    `far` units out while the minima lie a few units apart, with F up to 1.5e11 on the overview."""
+    from jaxland.experiments import _reproduce as rp
+
+    t = np.linspace(0, 1, 65)
+    anchors = np.array([[0.0, 0.0], [10.0, 0.0], [-3.0, 10.0]])
+    xy = {"straight_a_b": np.stack([10 * t, 0 * t], 1),
+          "straight_a_star": np.stack([-3 * t, 10 * t], 1),
+          "theorem11": np.stack([far * np.sin(np.pi * t), far / 2 * np.sin(2 * np.pi * t)], 1),
+          "bezier": np.stack([10 * t, -np.sin(np.pi * t)], 1)}
+    paths = {k: {"t": t, "F": 0.003 + 0.01 * np.sin(np.pi * t) ** 2, "barrier": b,
+                 "plane_xy": {"t": t, "xy": v}}
+             for (k, v), b in zip(xy.items(), (0.04, 0.01, 4.66e-10, 0.0), strict=True)}
+    frame = rp.Slice(None, None, None, None, None, None, anchors)
+    zoom = rp._zoom_window(frame, 0.25)
+    full = rp._full_window(frame, paths, 0.25)
+    assert rp._needs_overview(zoom, full)
+    L = rp._linthresh(zoom)
+
+    def grid(lo, hi, symlog):
+        al = rp._symlog_grid(lo[0], hi[0], L[0], 31) if symlog else np.linspace(lo[0], hi[0], 31)
+        be = rp._symlog_grid(lo[1], hi[1], L[1], 31) if symlog else np.linspace(lo[1], hi[1], 31)
+        A, B = np.meshgrid(al, be, indexing="ij")
+        return {"alphas": al, "betas": be, "F": 0.0025 + 0.3 * (A**2 + B**2) ** 2,
+                "anchors": anchors}
+
+    planes = {"plane_zoom": grid(*zoom, False),
+              "plane_overview": {**grid(*full, True), "linthresh": L}}
+    assert np.max(planes["plane_overview"]["F"]) > 1e11
+    return planes, paths, [0.003, 0.0028, 0.0025]
+
+
+def test_reproduce_figures_one_colour_per_path_and_a_visible_zoom_window():
+    """Issue 22: a path has the same colour in paths.png and plane.png; the overview's dashed
+    window is not a dot (symlog axes, linear on the window) and its colour scale is clipped."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+    from matplotlib.patches import Rectangle
+
+    from jaxland.experiments import _reproduce as rp
+
+    planes, paths, anchor_F = _fake_job()
+    seg = rp._segments_figure(paths, rounding=3.5e-9)
+    plane = rp._plane_figure(planes, paths, anchor_F)
+    try:
+        seg_colours = {ln.get_label().split(" (")[0]: to_hex(ln.get_color())
+                       for ln in seg.axes[0].get_lines()}
+        labels = [ln.get_label() for ln in seg.axes[0].get_lines()]
+        # a barrier at the rounding level reads 0
+        assert "theorem11 (barrier 0 (rounding))" in labels and "bezier (barrier 0 (rounding))" in labels
+        assert "straight_a_b (barrier 0.04)" in labels
+        zoom_ax, over_ax = plane.axes[0], plane.axes[1]  # axes 2 and 3 are the colour bars
+        for ax in (zoom_ax, over_ax):
+            plane_colours = {ln.get_label().split(" (")[0]: to_hex(ln.get_color())
+                             for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+            assert plane_colours == seg_colours and len(seg_colours) == 4
+        assert len(set(seg_colours.values())) == 4
+        # the overview: symlog axes; the dashed window covers a real part of the panel
+        assert over_ax.get_xscale() == "symlog" and over_ax.get_yscale() == "symlog"
+        rect = next(p for p in over_ax.patches if isinstance(p, Rectangle) and p.get_ls() == "--")
+        plane.canvas.draw()
+        box = rect.get_window_extent()
+        panel = over_ax.get_window_extent()
+        assert box.width > 0.15 * panel.width and box.height > 0.15 * panel.height, (box, panel)
+        # the colour scale stops at OVERVIEW_TOP × the minima's highest F, not at 1.5e11
+        cbar = plane.axes[3]
+        assert cbar.get_ylim()[1] == pytest.approx(rp.OVERVIEW_TOP * max(anchor_F), rel=1e-6)
+    finally:
+        plt.close(seg)
+        plt.close(plane)
+
+
+def test_symlog_grid_spans_the_window_and_is_even_in_the_picture():
+    from jaxland.experiments import _reproduce as rp
+
+    g = rp._symlog_grid(-700.0, 1300.0, 14.0, 61)
+    assert g[0] == pytest.approx(-700.0) and g[-1] == pytest.approx(1300.0)
+    assert np.all(np.diff(g) > 0)
+    u = rp._symlog(g, 14.0)
+    np.testing.assert_allclose(np.diff(u), np.diff(u)[0], rtol=1e-9)  # even steps on the axis
+    assert np.sum(np.abs(g) <= 14.0) >= 8  # the linear part keeps its share of the points
+    np.testing.assert_allclose(rp._symlog_inv(rp._symlog(g, 14.0), 14.0), g, rtol=1e-12)
+
+
+def test_format_barrier_prints_rounding_as_zero():
+    from jaxland.experiments._reproduce import barrier_rounding_level, format_barrier
+
+    r = barrier_rounding_level("float32", [0.003, -0.0029])
+    assert r == pytest.approx(10 * np.finfo(np.float32).eps * 0.003)
+    assert format_barrier(4.66e-10, r).startswith("0 (raw 4.66e-10")
+    assert format_barrier(0.0, r) == "0"
+    assert format_barrier(0.0435, r) == "0.0435"

@@ -37,8 +37,12 @@ def test_fit_slope_noise_and_left_out():
     assert f["points"] == 2 and f["left_out"] == 2 and np.isnan(f["ci_low"])  # 0 dof: no interval
     f = jaxland.fit_slope([8, 16, 32], [1e-9, 0.5, 0.25], floor=1e-6)  # below the floor: left out
     assert f["points"] == 2 and f["slope"] == pytest.approx(-1.0)
+    assert f["no_fit"] == "no interval: 2 points, an interval needs 3"
     f = jaxland.fit_slope([8, 8], [1.0, 2.0])
-    assert np.isnan(f["slope"]) and f["distinct_m"] == 1
+    assert np.isnan(f["slope"]) and f["distinct_m"] == 1 and "too few widths" in f["no_fit"]
+    f = jaxland.fit_slope([8, 16, 32], [1.0, -1.0, 0.0])  # two of three left out: one width left
+    assert f["no_fit"].startswith("too few widths to fit: 1 distinct m") and "2 values" in f["no_fit"]
+    assert jaxland.fit_slope([8, 16, 32], [1.0, 0.5, 0.25])["no_fit"] is None
     with pytest.raises(ValueError, match="equal length"):
         jaxland.fit_slope([1, 2], [1.0])
 
@@ -58,6 +62,30 @@ def test_settings():
         jaxland.scaling_settings(etas=(1.5,))
     with pytest.raises(ValueError, match="ms"):
         jaxland.scaling_settings(ms=(2,))
+
+
+@pytest.mark.parametrize("command", ["scaling", "alignment"])
+def test_negative_seed_is_refused_like_reproduce(command, tmp_path, capsys):
+    """Seeds are checked in scaling and alignment as in reproduce: -1 is refused in one line, exit
+    2, before anything is created (it used to run and name its runs `s-5`)."""
+    from jaxland.experiments._alignment import alignment_settings
+    from jaxland.experiments._cli import main
+
+    out = tmp_path / "run"
+    for bad in ("-1", "-5", str(2**31)):
+        assert main([command, "--out", str(out), "--preset", "tiny", "--seed", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "seed must be an integer in [0, 2**31)" in err, err
+        assert f"got {int(bad)}" in err
+    assert not out.exists()
+    settings_fn = jaxland.scaling_settings if command == "scaling" else alignment_settings
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        settings_fn(preset="tiny", seed=-1)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        settings_fn(preset="tiny", seed=True)
+    # an offset that takes the base seed below 0 is a negative seed too
+    with pytest.raises(ValueError, match=r"seed \+ seeds offset \(0 \+ -1\)"):
+        settings_fn(preset="tiny", seeds=(-1,))
 
 
 class _Stop(Exception):
@@ -119,6 +147,13 @@ def test_resume_gives_the_same_table(tmp_path):
                             seeds=(0,), overrides={"noise": 0.01})
     assert other["runs_computed"] == 2 and other["runs_loaded"] == 0
     assert "excess" in jaxland.format_table(full)
+    # one width (the tiny preset): no slope, and the table and the JSON say why (issue 22)
+    for q in ("excess", "merge_loss_rise", "merge_angle"):
+        f = on_disk["fits"][0][q]
+        assert f["slope"] == "nan" and f["no_fit"].startswith("too few widths to fit: 1 distinct m")
+    table = jaxland.format_table(full)
+    assert "nan" not in table and "no fit: 1 width(s), needs 2" in table
+    assert "note: too few widths to fit: 1 distinct m" in table
 
 
 def test_figures_redrawn_from_a_saved_report(tmp_path):

@@ -65,12 +65,13 @@ from ..model._models import NoSkipNet, SkipNet, TwoLayer
 from ..model._objective import objective_fn
 from ..paths._paths import linear
 from ..search._search_path import search_path
-from ._preflight import check_out_dir, require
+from ._preflight import check_out_dir, check_seed, require
 from ._progress import Progress
 from ._scaling import (
     _SHARED,
     _certificate,
     _data,
+    _expected,
     _key,
     scaling_settings,
     trained_pair,
@@ -130,7 +131,7 @@ def alignment_settings(
     if any(v < 1 for v in w):
         raise ValueError(f"widths must be positive integers; got {w}")
     s.update(own, **mine, widths=w,
-             digit_seeds=tuple(int(seed) + d for d in g["digit_seeds"]))
+             digit_seeds=tuple(check_seed(int(seed) + d, "seed") for d in g["digit_seeds"]))
     return s
 
 
@@ -477,25 +478,28 @@ def alignment(
                     rec = astore.load(name)
                     if rec is None:
                         t1 = time.perf_counter()
-                        if cls is TwoLayer:
-                            a, b = trained_pair(
-                                s, store, x, y, m, n, sd, TwoLayer, prefix="two",
-                                make=lambda k, m=m, n=n, x=x: TwoLayer.init(
-                                    k, n=n, m=m, d_y=1, dtype=x.dtype))
-                        else:
-                            a, b = trained_pair(s, store, x, y, m, n, sd, cls)
-                        rec, aligned = _align_model(s, F, x, a, b, m, n, sd, model)
-                        if cls is SkipNet and certificate:
-                            crec = estore.load(f"cert_{tag}_e{ETA:g}")
-                            if crec is None:
-                                crec = _certificate(s, x, y, a, b, m, n, ETA, sd)
-                                estore.save(f"cert_{tag}_e{ETA:g}", crec)
-                            rec["certificate"] = _cert_barrier(crec, rec["f_a"], rec["f_b"])
-                            rec["certificate_excess"] = float(crec["excess"])
-                            if si == 0 and m == s["ms"][0]:
-                                c2 = _certificate(s, x, y, a, aligned, m, n, ETA, sd)
-                                rec["certificate_aligned"] = _cert_barrier(c2, rec["f_a"],
-                                                                           rec["f_b"])
+                        with log.stage(f"{model} {tag}", 3 * _expected("pair", preset, m),
+                                       f"[{done}/{total}] {model} {tag}: training or loading "
+                                       "the minima, aligning, certificate", event=False):
+                            if cls is TwoLayer:
+                                a, b = trained_pair(
+                                    s, store, x, y, m, n, sd, TwoLayer, prefix="two",
+                                    make=lambda k, m=m, n=n, x=x: TwoLayer.init(
+                                        k, n=n, m=m, d_y=1, dtype=x.dtype))
+                            else:
+                                a, b = trained_pair(s, store, x, y, m, n, sd, cls)
+                            rec, aligned = _align_model(s, F, x, a, b, m, n, sd, model)
+                            if cls is SkipNet and certificate:
+                                crec = estore.load(f"cert_{tag}_e{ETA:g}")
+                                if crec is None:
+                                    crec = _certificate(s, x, y, a, b, m, n, ETA, sd)
+                                    estore.save(f"cert_{tag}_e{ETA:g}", crec)
+                                rec["certificate"] = _cert_barrier(crec, rec["f_a"], rec["f_b"])
+                                rec["certificate_excess"] = float(crec["excess"])
+                                if si == 0 and m == s["ms"][0]:
+                                    c2 = _certificate(s, x, y, a, aligned, m, n, ETA, sd)
+                                    rec["certificate_aligned"] = _cert_barrier(c2, rec["f_a"],
+                                                                               rec["f_b"])
                         rec["seconds"] = time.perf_counter() - t1
                         astore.save(name, rec)
                         computed += 1
@@ -522,7 +526,10 @@ def alignment(
                 rec = dstore.load(name)
                 if rec is None:
                     t1 = time.perf_counter()
-                    rec = _digits_record(s, split, w, sd, dstore)
+                    with log.stage(f"digits w={w} seed {sd}", 4 * _expected("pair", preset, w),
+                                   f"digits MLP w={w} seed {sd}: training, aligning",
+                                   event=False):
+                        rec = _digits_record(s, split, w, sd, dstore)
                     rec["seconds"] = time.perf_counter() - t1
                     dstore.save(name, rec)
                     computed += 1

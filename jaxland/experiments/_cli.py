@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     preset = args.preset or ("quick" if args.quick else "full")
     if args.command == "reproduce":
-        from ._reproduce import preflight, reproduce, reproduce_settings
+        from ._reproduce import format_barrier, preflight, reproduce, reproduce_settings
 
         try:
             reproduce_settings(preset=preset, data=args.data, seed=args.seed)
@@ -98,7 +98,8 @@ def _run(args) -> int:
         _set_x64(args.x64)
         report = reproduce(args.out, preset=preset, data=args.data, seed=args.seed)
         for name, rec in report["paths"].items():
-            print(f"{name:>24}: max F {rec['f_max']:.6g}  barrier {rec['barrier']:.4g}")
+            b = format_barrier(rec["barrier"], report["barrier_rounding_level"])
+            print(f"{name:>24}: max F {rec['f_max']:.6g}  barrier {b}")
         return 0
     if args.command == "scaling":
         from ._preflight import check_out_dir, require

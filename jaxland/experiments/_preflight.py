@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 _EXTRAS = {"matplotlib": "plot", "sklearn": "data"}
 
 
@@ -53,3 +55,11 @@ def check_out_dir(out, name: str = "out") -> Path:
     os.close(fd)
     os.unlink(tmp)
     return p
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A PRNG seed: an integer in [0, 2^31) (larger ones would wrap around in the uint32 key,
+    negative ones would name runs `s-5`). Raises ``ValueError`` naming `name` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise ValueError(f"{name} must be an integer in [0, 2**31); got {seed!r}")
+    return int(seed)

@@ -29,11 +29,22 @@ from ..model._train import fit
 from ..paths._paths import linear
 from ..search._curve import fit_curve
 from ..second_order._hessian import hessian_eigs
-from ._preflight import check_out_dir, require
+from ._preflight import check_out_dir, check_seed, require
 from ._progress import Progress
 from ._store import RunStore, to_jsonable
 
 PRESETS = ("tiny", "quick", "full")
+
+# Expected seconds of each stage on 2 CPU cores (tiny, quick, full), measured on an idle machine and
+# rounded up: a stage past SLOW_FACTOR (10) times this is reported as slow by name (`Progress.stage`).
+_EXPECTED = {
+    "train": (5, 5, 10), "xi_star": (5, 5, 15), "hessian": (5, 5, 10), "path": (5, 10, 20),
+    "connect": (10, 15, 30), "curve": (5, 10, 90), "plane": (5, 5, 15), "figures": (5, 5, 10),
+}
+
+
+def _expected(stage: str, preset: str) -> float:
+    return float(_EXPECTED[stage][PRESETS.index(preset)])
 
 
 def reproduce_settings(*, preset: str = "full", data: str = "default", seed: int = 0) -> dict:
@@ -74,13 +85,6 @@ def reproduce_settings(*, preset: str = "full", data: str = "default", seed: int
         "plane_margin": 0.25,
         "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
     }
-
-
-def check_seed(seed) -> int:
-    """A PRNG seed: an integer in [0, 2^31) (larger ones would wrap around in the uint32 key)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
-        raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
-    return int(seed)
 
 
 def preflight(out, *, data: str = "default", name: str = "out") -> Path:
@@ -151,9 +155,10 @@ def reproduce(
         rec = store.load(name)
         net = store.load_tree(name, like) if rec is not None else None
         if net is None:
-            log(f"training {name} (SkipNet, m={s['m']}, {s['steps']} Adam steps)")
-            r = fit(like, x, y, kappa=s["kappa"], loss=loss, steps=s["steps"],
-                    optimizer=optax.adam(s["learning_rate"]))
+            with log.stage(f"training {name}", _expected("train", preset),
+                           f"training {name} (SkipNet, m={s['m']}, {s['steps']} Adam steps)"):
+                r = fit(like, x, y, kappa=s["kappa"], loss=loss, steps=s["steps"],
+                        optimizer=optax.adam(s["learning_rate"]))
             net = r.net
             store.save_tree(name, net)
             rec = store.save(name, {"F": float(F(net)), "history_every_100": r.history[::100]})
@@ -166,9 +171,10 @@ def reproduce(
     rec = store.load("xi_star")
     star = store.load_tree("xi_star", like_star) if rec is not None else None
     if star is None:
-        log(f"estimating e(l) with l = floor(m^eta) = {s['l']} units")
-        r = best_l_term(x, y, l=s["l"], kappa=s["kappa"], key=k_star, loss=loss,
-                        steps=s["steps"], restarts=4)
+        with log.stage("xi_star", _expected("xi_star", preset),
+                       f"estimating e(l) with l = floor(m^eta) = {s['l']} units"):
+            r = best_l_term(x, y, l=s["l"], kappa=s["kappa"], key=k_star, loss=loss,
+                            steps=s["steps"], restarts=4)
         star = r.net
         store.save_tree("xi_star", star)
         rec = store.save("xi_star", {"e_l_upper_bound": float(r.value),
@@ -183,24 +189,35 @@ def reproduce(
 
     def curvature(net, k):
         e = hessian_eigs(F, net, key=k, k=1, num_steps=s["lanczos_steps"])
-        return {"lambda_min": float(e.lambda_min), "lambda_max": float(e.lambda_max),
-                "lambda_min_bound": float(e.bottom_bound[0]), "lambda_max_bound": float(e.top_bound[0])}
+        return _floor_bounds({"lambda_min": float(e.lambda_min), "lambda_max": float(e.lambda_max),
+                              "lambda_min_bound": float(e.bottom_bound[0]),
+                              "lambda_max_bound": float(e.top_bound[0])}, s["dtype"])
 
     # -- stage 2: curvature at the minima ------------------------------------------------------------
-    rec = store.load("hessian_minima")
+    rec = store.load("hessian_minima_v2")  # v2: bounds floored at the rounding level, ‖∇F‖
     if rec is None:
-        log(f"Lanczos ({s['lanczos_steps']} steps) for lambda_min, lambda_max of the Hessian at the minima")
         ka, kb = jax.random.split(k_hess)
-        rec = store.save("hessian_minima", {"minimum_a": curvature(net_a, ka),
-                                            "minimum_b": curvature(net_b, kb)})
+        with log.stage("hessian_minima", _expected("hessian", preset),
+                       f"Lanczos ({s['lanczos_steps']} steps) for lambda_min, lambda_max of the "
+                       "Hessian at the minima"):
+            rec = {name: {**curvature(net, kk), "grad_norm": _grad_norm(F, net)}
+                   for name, net, kk in (("minimum_a", net_a, ka), ("minimum_b", net_b, kb))}
+        rec = store.save("hessian_minima_v2", rec)
     hess_minima = rec
 
     # -- stage 3: the paths --------------------------------------------------------------------------
     ts = np.linspace(0.0, 1.0, s["points"])
     plane_ts = np.linspace(0.0, 1.0, 129)
 
+    rounding = barrier_rounding_level(s["dtype"], [nets["minimum_a"][1]["F"],
+                                                   nets["minimum_b"][1]["F"], f_star])
+
     def path_record(name, path, extra=None):
-        log(f"{name}: F at {len(ts)} points (evaluate_path), refining the maximum to {s['refine_tol']}")
+        with log.stage(name, _expected("path", preset), f"{name}: F at {len(ts)} points "
+                       f"(evaluate_path), refining the maximum to {s['refine_tol']}"):
+            return _path_record(name, path, extra)
+
+    def _path_record(name, path, extra):
         vals = np.asarray(evaluate_path(F, path, ts), np.float64)
         if not np.all(np.isfinite(vals)):
             raise FloatingPointError(f"F is not finite along the path {name}")
@@ -231,17 +248,21 @@ def reproduce(
 
     rec = store.load("theorem11")
     if rec is None:
-        log(f"connect: the Theorem 11 path ξ_A → ξ* → ξ_B (eta = {s['eta']}, l = {s['l']})")
-        res = connect(net_a, net_b, x, y, kappa=s["kappa"], eta=s["eta"], loss=loss, xi_star=star,
-                      n_points=s["connect_points"])
+        with log.stage("connect", _expected("connect", preset),
+                       f"connect: the Theorem 11 path ξ_A → ξ* → ξ_B (eta = {s['eta']}, "
+                       f"l = {s['l']})"):
+            res = connect(net_a, net_b, x, y, kappa=s["kappa"], eta=s["eta"], loss=loss,
+                          xi_star=star, n_points=s["connect_points"])
         rec = path_record("theorem11", res.path, {"certificate": res.certificate.to_dict()})
     paths["theorem11"] = rec
 
     rec = store.load("bezier")
     if rec is None:
-        log(f"fit_curve: quadratic Bézier curve ξ_A → ξ_B, {s['curve_steps']} Adam steps")
-        res = fit_curve(F, net_a, net_b, kind="bezier", bends=1, steps=s["curve_steps"],
-                        batch=s["curve_batch"], key=k_curve, points=len(ts))
+        with log.stage("fit_curve", _expected("curve", preset),
+                       f"fit_curve: quadratic Bézier curve ξ_A → ξ_B, {s['curve_steps']} Adam "
+                       "steps"):
+            res = fit_curve(F, net_a, net_b, kind="bezier", bends=1, steps=s["curve_steps"],
+                            batch=s["curve_batch"], key=k_curve, points=len(ts))
         rec = path_record("bezier", res.path, {"curve_history_every_10": np.asarray(res.history)[::10]})
     paths["bezier"] = rec
 
@@ -260,32 +281,97 @@ def reproduce(
         windows["plane_overview"] = full
     planes = {}
     for name, (lo, hi) in windows.items():
-        rec = store.load(name)
+        # the overview's grid is spaced like its symlog axes (stored under its own stage name)
+        stage = name if name == "plane_zoom" else "plane_overview_symlog"
+        rec = store.load(stage)
         if rec is None:
-            log(f"F on a {g}×{g} grid of the plane through ξ_A, ξ_B, ξ* ({name})")
-            alphas, betas = np.linspace(lo[0], hi[0], g), np.linspace(lo[1], hi[1], g)
-            sl = plane_slice(F, net_a, net_b, star_skip, alphas=alphas, betas=betas)
-            rec = store.save(name, {"alphas": alphas, "betas": betas, "F": np.asarray(sl.values),
-                                    "anchors": np.asarray(sl.anchors),
-                                    "anchor_names": ["minimum_a", "minimum_b", "xi_star"]})
+            if name == "plane_zoom":
+                lin = None
+                alphas, betas = np.linspace(lo[0], hi[0], g), np.linspace(lo[1], hi[1], g)
+            else:
+                lin = _linthresh(zoom)
+                alphas, betas = (_symlog_grid(lo[i], hi[i], lin[i], g) for i in (0, 1))
+            with log.stage(name, _expected("plane", preset),
+                           f"F on a {g}×{g} grid of the plane through ξ_A, ξ_B, ξ* ({name})"):
+                sl = plane_slice(F, net_a, net_b, star_skip, alphas=alphas, betas=betas)
+            rec = store.save(stage, {"alphas": alphas, "betas": betas, "F": np.asarray(sl.values),
+                                     "anchors": np.asarray(sl.anchors),
+                                     "anchor_names": ["minimum_a", "minimum_b", "xi_star"],
+                                     **({"linthresh": lin} if lin is not None else {})})
         planes[name] = rec
     plane_rec = planes["plane_zoom"]
     anchor_F = [nets["minimum_a"][1]["F"], nets["minimum_b"][1]["F"], f_star]
 
+    # (records stored by earlier versions get the same floor on their bounds)
+    hess_minima = {k: _floor_bounds(v, s["dtype"]) for k, v in hess_minima.items()}
+    paths = {k: {**v, "hessian_at_max": _floor_bounds(v["hessian_at_max"], s["dtype"])}
+             for k, v in paths.items()}
     report = {
         "settings": s,
         "data": {"name": ds.name, "N": int(x.shape[0]), "n": int(x.shape[1]), "d_y": int(y.shape[1])},
         "minima": {k: {"F": v[1]["F"], **hess_minima[k]} for k, v in nets.items()},
         "xi_star": {"l": s["l"], "F": f_star, "e_l_upper_bound": star_rec["e_l_upper_bound"]},
         "paths": paths,
+        "barrier_rounding_level": rounding,
+        "notes": REPORT_NOTES,
         "plane": plane_rec,
         **({"plane_overview": planes["plane_overview"]} if "plane_overview" in planes else {}),
     }
-    figures = _plot_segments(out, paths) + _plot_plane(out, planes, paths, anchor_F)
+    with log.stage("figures", _expected("figures", preset), "drawing paths.png and plane.png"):
+        figures = _plot_segments(out, paths, rounding) + _plot_plane(out, planes, paths, anchor_F)
     report["figures"] = figures
     (out / "report.json").write_text(json.dumps(to_jsonable(report), indent=1))
     log(f"wrote {out / 'report.json'} and {', '.join(figures)}")
     return report
+
+
+# What report.json's less obvious numbers mean (written into the report as "notes").
+REPORT_NOTES = {
+    "lambda_min": "smallest Ritz value of the Hessian of F (Lanczos, settings.lanczos_steps steps); "
+                  "Ritz values lie inside [λ_min, λ_max], so a negative value certifies negative "
+                  "curvature. At the trained minima it is small and negative (|λ_min| ≪ λ_max, "
+                  "with ‖∇F‖ in grad_norm): Adam stops at an approximate minimum of this ReLU "
+                  "network's F, next to nearly flat directions, not at a strict one.",
+    "lambda_min_bound": "an eigenvalue of the Hessian lies within this distance of lambda_min "
+                        "(Parlett's residual bound β_m|s_m|, floored at eps·max|λ|: below that "
+                        "the eigensolver's rounding dominates)",
+    "lambda_max_bound": "the same for lambda_max; it sits at the floor eps·max|λ| when the top "
+                        "Ritz value has converged to working precision (its residual bound "
+                        "underflows to 0)",
+    "barrier": "max F along the path (refined) − max(F at its two ends); never negative. A value "
+               "at or below barrier_rounding_level is zero up to rounding and printed as 0",
+    "barrier_rounding_level": "10·eps·max(F(ξ_A), F(ξ_B), F(ξ*)) in the run's dtype",
+}
+
+
+def barrier_rounding_level(dtype: str, values) -> float:
+    """10 roundings of the largest |F| among `values` in `dtype`: a barrier at or below this is
+    zero up to rounding (the alignment table uses the same level)."""
+    return 10.0 * float(np.finfo(np.dtype(dtype)).eps) * max(abs(float(v)) for v in values)
+
+
+def format_barrier(value: float, rounding: float) -> str:
+    """A barrier as printed: "0" (with the raw value) when it is at the rounding level."""
+    if abs(value) <= rounding:
+        return f"0 (raw {value:.3g}, rounding level {rounding:.2g})" if value != 0 else "0"
+    return f"{value:.4g}"
+
+
+def _floor_bounds(rec: dict, dtype: str) -> dict:
+    """Parlett's residual bound β_m|s_{m,i}| omits the rounding of the eigensolver: for a Ritz value
+    that has converged it comes out as 0.0 (the last component of its eigenvector underflows).
+    Both bounds are floored at eps·max(|λ_min|, |λ_max|), the accuracy the tridiagonal eigensolver
+    itself can give."""
+    floor = float(np.finfo(np.dtype(dtype)).eps) * max(abs(float(rec["lambda_min"])),
+                                                       abs(float(rec["lambda_max"])))
+    return {**rec, "lambda_min_bound": max(float(rec["lambda_min_bound"]), floor),
+            "lambda_max_bound": max(float(rec["lambda_max_bound"]), floor)}
+
+
+def _grad_norm(F, net) -> float:
+    g = eqx.filter_grad(F)(net)
+    return float(jnp.sqrt(sum(jnp.sum(jnp.square(v)) for v in jax.tree.leaves(g)
+                              if eqx.is_inexact_array(v))))
 
 
 def path_dtype(path):
@@ -293,24 +379,34 @@ def path_dtype(path):
     return leaves[0].dtype if leaves else jnp.result_type(float)
 
 
-def _plot_segments(out: Path, segments: dict) -> list[str]:
+def _plot_segments(out: Path, segments: dict, rounding: float = 0.0) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    fig = _segments_figure(segments, rounding)
+    fig.savefig(out / "paths.png")
+    plt.close(fig)
+    return ["paths.png"]
+
+
+def _segments_figure(segments: dict, rounding: float = 0.0):
+    """paths.png: F along each path, in its colour of `path_style` (the same as in plane.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for name, rec in segments.items():
-        ax.plot(rec["t"], rec["F"], label=f"{name} (barrier {rec['barrier']:.3g})")
+    for i, (name, rec) in enumerate(segments.items()):
+        colour, ls = path_style(name, i)
+        b = "0 (rounding)" if abs(rec["barrier"]) <= rounding else f"{rec['barrier']:.3g}"
+        ax.plot(rec["t"], rec["F"], ls, color=colour, label=f"{name} (barrier {b})")
     ax.set_xlabel("t")
     ax.set_ylabel("F(γ(t))")
     ax.set_yscale("log")
     ax.set_title("F along paths between minima")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "paths.png")
-    plt.close(fig)
-    return ["paths.png"]
+    return fig
 
 
 def _plane_frame(a, b, c) -> Slice:
@@ -345,28 +441,69 @@ def _full_window(frame: Slice, paths: dict, margin: float) -> tuple[np.ndarray, 
     return _bbox(xy, margin)
 
 
+def _linthresh(zoom) -> np.ndarray:
+    """Per axis, the half-width of the linear part of the overview's symlog axes: the zoom window
+    lies inside [−L, L], so it is drawn to a linear scale and the far excursions logarithmically."""
+    return np.maximum(np.abs(np.asarray(zoom[0], np.float64)), np.abs(np.asarray(zoom[1], np.float64)))
+
+
+def _symlog(x, L):
+    x = np.asarray(x, np.float64)
+    return np.where(np.abs(x) <= L, x / L, np.sign(x) * (1 + np.log10(np.maximum(np.abs(x), L) / L)))
+
+
+def _symlog_inv(u, L):
+    u = np.asarray(u, np.float64)
+    return np.where(np.abs(u) <= 1, u * L, np.sign(u) * L * 10 ** (np.abs(u) - 1))
+
+
+def _symlog_grid(lo: float, hi: float, L: float, g: int) -> np.ndarray:
+    """g points from lo to hi equally spaced in matplotlib's symlog coordinate (linear on [−L, L],
+    logarithmic beyond; linscale 1): as many grid points per unit of the picture everywhere."""
+    return _symlog_inv(np.linspace(_symlog(lo, L), _symlog(hi, L), g), L)
+
+
 def _needs_overview(zoom, full) -> bool:
     """An overview panel when the whole extent is more than 1.5× the zoom in either direction."""
     return bool(np.any((full[1] - full[0]) > 1.5 * (zoom[1] - zoom[0])))
 
 
 _ANCHOR_LABELS = ("ξ_A", "ξ_B", "ξ*")
+OVERVIEW_TOP = 1e4  # the overview's colour scale ends at this multiple of the minima's highest F
+# one colour and line style per path, by name, in paths.png and plane.png alike
 _PATH_STYLE = {"straight_a_b": ("#d62728", "-"), "straight_a_star": ("#ff7f0e", "-"),
                "theorem11": ("#e377c2", "-"), "bezier": ("#17becf", "--")}
+
+
+def path_style(name: str, i: int = 0) -> tuple[str, str]:
+    """(colour, line style) of path `name`: fixed for the job's four paths, else the i-th of
+    matplotlib's cycle."""
+    return _PATH_STYLE.get(name, (f"C{i}", "-"))
 
 
 def _draw_paths(ax, paths: dict, in_plane: dict) -> None:
     for i, (name, rec) in enumerate(paths.items()):
         xy = np.asarray(rec["plane_xy"]["xy"], np.float64)
-        colour, ls = _PATH_STYLE.get(name, (f"C{i}", "-"))
+        colour, ls = path_style(name, i)
         label = name if in_plane.get(name, False) else f"{name} (projection)"
         ax.plot(xy[:, 0], xy[:, 1], ls, color=colour, lw=1.8, label=label, zorder=3)
 
 
 def _plot_plane(out: Path, planes: dict, paths: dict, anchor_F) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    fig = _plane_figure(planes, paths, anchor_F)
+    fig.savefig(out / "plane.png")
+    plt.close(fig)
+    return ["plane.png"]
+
+
+def _plane_figure(planes: dict, paths: dict, anchor_F):
     """plane.png: F on the plane through ξ_A, ξ_B, ξ* near the three minima (log colour scale,
     levels from just below the lowest minimum), the paths projected onto it, and, when a path goes
-    far from the minima, an overview panel of the whole extent with the zoom window marked."""
+    far from the minima, an overview panel of the whole extent with the zoom window marked: symlog
+    axes (linear on the zoom window, logarithmic beyond, so the window is never a dot) and a colour
+    scale that stops at `OVERVIEW_TOP` × the minima's highest F."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,26 +555,36 @@ def _plot_plane(out: Path, planes: dict, paths: dict, anchor_F) -> list[str]:
         be2 = np.asarray(overview["betas"], np.float64)
         Z2 = np.asarray(overview["F"], np.float64)
         lo2 = 0.9 * max(float(np.nanmin(Z2)), 1e-30)
-        hi2 = max(float(np.nanmax(Z2)), 2 * lo2)
+        # F grows without bound far from the minima (to 1e11 at the corners of the full preset's
+        # overview), which would leave the basins one colour: the scale stops at OVERVIEW_TOP × the
+        # highest of F(ξ_A), F(ξ_B), F(ξ*) and higher values share the top colour
+        top = OVERVIEW_TOP * max(anchor_F)
+        hi2 = max(min(float(np.nanmax(Z2)), top), 2 * lo2)
+        clipped = float(np.nanmax(Z2)) > hi2
         X2, Y2 = np.meshgrid(al2, be2, indexing="ij")
         lv2 = np.geomspace(lo2, hi2, 17)
-        cs2 = ax2.contourf(X2, Y2, np.clip(Z2, lo2, None), levels=lv2, norm=LogNorm(lo2, hi2),
-                           cmap="viridis")
+        cs2 = ax2.contourf(X2, Y2, np.clip(Z2, lo2, hi2), levels=lv2, norm=LogNorm(lo2, hi2),
+                           cmap="viridis", extend="max" if clipped else "neither")
         cb2 = fig.colorbar(cs2, ax=ax2, format="%.2g")
-        cb2.set_label("F (log colour scale)")
+        cb2.set_label("F (log colour scale" + (f"; above {OVERVIEW_TOP:g}× max F at the minima: "
+                                               "top colour)" if clipped else ")"), fontsize=8)
+        if "linthresh" in overview:
+            L = np.asarray(overview["linthresh"], np.float64)
+            ax2.set_xscale("symlog", linthresh=float(L[0]))
+            ax2.set_yscale("symlog", linthresh=float(L[1]))
         _draw_paths(ax2, paths, in_plane)
         ax2.plot(an[:, 0], an[:, 1], "o", color="white", mec="k", ms=4, zorder=5)
         ax2.add_patch(Rectangle((al.min(), be.min()), al.max() - al.min(), be.max() - be.min(),
                                 fill=False, ec="white", lw=1.2, ls="--", zorder=6))
         ax2.set_xlim(al2.min(), al2.max())
         ax2.set_ylim(be2.min(), be2.max())
-        ax2.set_xlabel("α")
-        ax2.set_ylabel("β")
+        symlog = "linthresh" in overview
+        ax2.set_xlabel("α" + (" (linear inside the dashed window, logarithmic beyond)"
+                              if symlog else ""), fontsize=9)
+        ax2.set_ylabel("β" + (" (symlog, like α)" if symlog else ""), fontsize=9)
         ax2.set_title("the whole extent of the projected paths (dashed: the left panel)",
                       fontsize=10)
     fig.suptitle("F on the plane through ξ_A, ξ_B, ξ*: the straight segments lie in it; the other "
                  "paths leave it and are drawn projected", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "plane.png")
-    plt.close(fig)
-    return ["plane.png"]
+    return fig

@@ -57,7 +57,7 @@ from ..model._objective import data_loss, objective_fn
 from ..model._train import fit
 from ..search._curve import fit_curve
 from ..search._search_path import search_path
-from ._preflight import check_out_dir, require
+from ._preflight import check_out_dir, check_seed, require
 from ._progress import Progress
 from ._store import RunStore, _atomic_write, to_jsonable
 
@@ -100,6 +100,7 @@ def scaling_settings(
     """
     if preset not in SCALING_PRESETS:
         raise ValueError(f"preset must be one of {SCALING_PRESETS}; got {preset!r}")
+    check_seed(seed)
     g = _GRIDS[preset]
 
     def ints(name, v, lo):
@@ -114,6 +115,8 @@ def scaling_settings(
         "etas": tuple(sorted({float(e) for e in (g["etas"] if etas is None else etas)})),
         "seeds": tuple(int(seed) + s for s in (g["seeds"] if seeds is None else seeds)),
     }
+    for sd in grid["seeds"]:  # seed + offset: each run's seed is a seed too
+        check_seed(sd, f"seed + seeds offset ({seed} + {sd - int(seed)})")
     if not grid["etas"] or any(not 0 < e < 1 for e in grid["etas"]):
         raise ValueError(f"etas must lie in (0, 1); got {grid['etas']}")
     s = {
@@ -140,6 +143,15 @@ def scaling_settings(
     return s
 
 
+def _expected(kind: str, preset: str, m: int) -> float:
+    """Rough seconds of one run on 2 CPU cores (a pair of trainings with its two path searches, or
+    one certificate), for the slow-stage warning of `Progress.stage` (at 10× this): training grows
+    like m, the merge plans of the certificate like m²."""
+    base = {"tiny": 10.0, "quick": 30.0, "full": 30.0}[preset]
+    r = max(1.0, m / 512)
+    return base * (r if kind == "pair" else r * r)
+
+
 _SHARED = ("lr_width", "merge_method", "teacher_width", "noise", "d_g", "d_o", "hidden", "kappa",
            "learning_rate", "curve_batch", "refine_levels", "refine_points", "dtype", "samples",
            "steps", "curve_steps", "points", "cert_points", "star_steps", "star_restarts")
@@ -152,7 +164,8 @@ def fit_slope(m, values, level: float = 0.95, floor: float = 0.0) -> dict:
     have no meaningful logarithm) and counted.
 
     **Returns:** dict with `slope`, `intercept`, `ci_low`, `ci_high` (nan when fewer than 3 points or
-    only one distinct m), `points` (used), `left_out`, `distinct_m`.
+    only one distinct m), `points` (used), `left_out`, `distinct_m`, and `no_fit`: None, or why the
+    slope or its interval is nan (e.g. "too few widths to fit: 1 distinct m, a slope needs 2").
     """
     m = np.asarray(m, np.float64)
     v = np.asarray(values, np.float64)
@@ -163,8 +176,13 @@ def fit_slope(m, values, level: float = 0.95, floor: float = 0.0) -> dict:
     ok = np.isfinite(v) & (v > floor) & (m > 0)
     x, y = np.log(m[ok]), np.log(v[ok])
     out = {"slope": math.nan, "intercept": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-           "points": int(ok.sum()), "left_out": int((~ok).sum()), "distinct_m": int(np.unique(x).size)}
+           "points": int(ok.sum()), "left_out": int((~ok).sum()), "distinct_m": int(np.unique(x).size),
+           "no_fit": None}
     if np.unique(x).size < 2:
+        left = f" ({out['left_out']} values <= {floor:g} or not finite left out)" if out["left_out"] \
+            else ""
+        out["no_fit"] = (f"too few widths to fit: {out['distinct_m']} distinct m with a usable value"
+                         f"{left}; a slope needs 2, its interval 3 points")
         return out
     X = np.stack([x, np.ones_like(x)], 1)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -178,6 +196,8 @@ def fit_slope(m, values, level: float = 0.95, floor: float = 0.0) -> dict:
         se = math.sqrt(s2 / float(np.sum((x - x.mean()) ** 2)))
         q = float(student_t.ppf(0.5 + level / 2, dof))
         out["ci_low"], out["ci_high"] = out["slope"] - q * se, out["slope"] + q * se
+    else:
+        out["no_fit"] = f"no interval: {x.size} points, an interval needs 3"
     return out
 
 
@@ -607,7 +627,9 @@ def scaling(
                 nets = None
                 if rec is None:
                     t1 = time.perf_counter()
-                    rec, nets = _pair(s, store, x, y, F, m, n, sd)
+                    with log.stage(f"pair {tag}", _expected("pair", preset, m),
+                                   f"[{done}/{total}] training and searching pair {tag}", event=False):
+                        rec, nets = _pair(s, store, x, y, F, m, n, sd)
                     rec = {"m": m, "n": n, "seed": sd, **rec, "seconds": time.perf_counter() - t1}
                     store.save(f"pair_{tag}", rec)
                     computed += 1
@@ -631,7 +653,10 @@ def scaling(
                                                    f"{store.dir}; delete pair_{tag}.json to retrain")
                             nets = {"SkipNet": tuple(ab)}
                         t1 = time.perf_counter()
-                        crec = _certificate(s, x, y, *nets["SkipNet"], m, n, eta, sd)
+                        with log.stage(f"certificate {tag} eta={eta:g}",
+                                       _expected("cert", preset, m),
+                                       f"[{done}/{total}] certificate {tag} eta={eta:g}", event=False):
+                            crec = _certificate(s, x, y, *nets["SkipNet"], m, n, eta, sd)
                         crec["seconds"] = time.perf_counter() - t1
                         estore.save(name, crec)
                         computed += 1
@@ -687,6 +712,9 @@ def format_table(report: dict) -> str:
     def col(f):
         # float(): a report read back from scaling.json holds "nan" strings
         sl, lo, hi = (float(f[k]) for k in ("slope", "ci_low", "ci_high"))
+        if not math.isfinite(sl):
+            why = f"no fit: {f.get('distinct_m', '?')} width(s), needs 2"
+            return f"{why:<27}{f['points']:>3}    "
         return f"{sl:>7.3f} [{lo:>7.3f}, {hi:>7.3f}] {f['points']:>3}    "
 
     def head(name):
@@ -697,6 +725,10 @@ def format_table(report: dict) -> str:
     for f in report["fits"]:
         lines.append(f"{f['n']:>2} {f['eta']:>5.2f} {f['predicted_slope']:>7.3f} | "
                      f"{col(f['excess'])} | {col(f['merge_loss_rise'])} | {col(f['merge_angle'])}")
+    notes = sorted({f[q]["no_fit"] for f in report["fits"] for q in ("excess", "merge_loss_rise",
+                                                                      "merge_angle")
+                    if f[q].get("no_fit")})
+    lines += [f"note: {v}" for v in notes]
     lines.append("")
     lines.append(f"{'n':>2} {'m':>6} {'skip straight':>14} {'skip searched':>14} {'noskip straight':>16} "
                  f"{'noskip searched':>16}")

@@ -299,7 +299,10 @@ def polychain(nodes, parametrization: str = "uniform") -> Polychain:
         breaks = cum / cum[-1]
         breaks[-1] = 1.0
     else:
-        raise ValueError(f"parametrization must be 'uniform' or 'arclength'; got {parametrization!r}")
+        near = str(parametrization).lower().replace("-", "").replace("_", "").replace(" ", "")
+        hint = " (spelled as one word)" if near == "arclength" else ""
+        raise ValueError(f"parametrization must be one of 'uniform', 'arclength'{hint}; got "
+                         f"{parametrization!r}")
     return Polychain(stacked, jnp.asarray(breaks, dtype))
 
 

@@ -63,4 +63,7 @@ def _dense(fn, path: AbstractPath, points: int, fa: float, fb: float):
     if not np.all(np.isfinite(v)):
         raise FloatingPointError("F is not finite along the path found; lower the learning rate")
     i = int(np.argmax(v))
-    return jnp.asarray(ts), values, float(v[i]), float(ts[i]), float(v[i] - max(fa, fb))
+    # B = max_t F(γ(t)) − max(F(a), F(b)) ≥ 0: the path holds its ends, so its maximum is at least
+    # theirs. A negative difference (−1e-7 in float32) is rounding between the batched values at
+    # t = 0, 1 and the ends' own evaluation, and is reported as 0; `f_max` stays the raw maximum.
+    return jnp.asarray(ts), values, float(v[i]), float(ts[i]), max(float(v[i] - max(fa, fb)), 0.0)

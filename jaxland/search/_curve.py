@@ -32,7 +32,8 @@ class CurveResult(NamedTuple):
     - `path`: the fitted `Bezier` or `Polychain` (a `Segment` for method "linear").
     - `ts` (P,), `values` (P,): the dense evaluation F(γ(t)) used for the numbers below.
     - `f_max`: max_t F(γ(t)) on that grid; `t_max`: where.
-    - `barrier`: f_max − max(F(a), F(b)).
+    - `barrier`: f_max − max(F(a), F(b)), never negative: the path holds its ends, so a negative
+      difference can only be rounding between two evaluations of the same point, and is 0.
     - `history`: (steps,) the training objective, the mini-batch mean of F(φ(t)) over t.
     - `evaluations`: number of F evaluations (with gradient) spent training, plus the dense grid.
     - `method`: "bezier", "polychain" or "linear".
