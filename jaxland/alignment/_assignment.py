@@ -35,36 +35,44 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 SPARSE_FROM = 4096  # the candidate graph from this size on (below it the dense solver is fast)
-CANDIDATES = 32  # cheapest entries kept per row and per column
-_BLOCK_ENTRIES = 2**24  # entries of C processed at once when selecting candidates (128 MiB int64)
+CANDIDATES = 128  # entries kept per row and per column (about)
+_BLOCK_ENTRIES = 2**22  # entries of C compared at once when selecting candidates
+_SAMPLE = 1024  # columns (rows) on which the per-row (per-column) thresholds are estimated
 
 
-def _cheapest(cost: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Indices of the k smallest entries along `axis` (1: per row, (d, k); 0: per column, (k, d))."""
+def _thresholds(sample: np.ndarray, q: float, axis: int) -> np.ndarray:
+    """Per line of `sample` (along `axis`), the q-quantile of its entries."""
+    n = sample.shape[axis]
+    j = min(n - 1, max(0, int(q * n)))
+    return np.partition(sample, j, axis=axis).take(j, axis=axis)
+
+
+def _candidates(cost: np.ndarray, k: int, rng: np.random.Generator):
+    """Edges (rows, cols) of the candidate graph: entry (i, j) is kept if it is below row i's or
+    column j's estimated (k / d)-quantile (estimated on a block of `_SAMPLE` consecutive columns / rows at a random offset), so about
+    k entries per row and per column are kept; one blocked pass over `cost`, no d × d temporary."""
     d = cost.shape[0]
+    q = min(1.0, k / d)
+    s = min(d, _SAMPLE)
+    off = int(rng.integers(0, d - s + 1))  # the units' order is arbitrary: a block is a sample
+    thr_r = _thresholds(cost[:, off:off + s], q, 1)
+    thr_c = _thresholds(cost[off:off + s, :], q, 0)
     step = max(1, _BLOCK_ENTRIES // d)
-    if axis == 1:
-        out = np.empty((d, k), np.int64)
-        for s in range(0, d, step):
-            out[s:s + step] = np.argpartition(cost[s:s + step], k - 1, axis=1)[:, :k]
-        return out
-    out = np.empty((k, d), np.int64)
-    for s in range(0, d, step):
-        out[:, s:s + step] = np.argpartition(cost[:, s:s + step], k - 1, axis=0)[:k]
-    return out
+    rows, cols = [], []
+    for i in range(0, d, step):
+        blk = cost[i:i + step]
+        r, c = np.nonzero((blk <= thr_r[i:i + step, None]) | (blk <= thr_c[None, :]))
+        rows.append(r + i)
+        cols.append(c)
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def _candidate_matching(cost: np.ndarray, k: int) -> np.ndarray | None:
     """The optimal assignment within the candidate graph, or None if it has no perfect matching."""
     d = cost.shape[0]
-    rows_r = np.repeat(np.arange(d, dtype=np.int64), k)
-    cols_r = _cheapest(cost, k, 1).ravel()
-    rows_c = _cheapest(cost, k, 0).ravel()
-    cols_c = np.tile(np.arange(d, dtype=np.int64), k)
-    key = np.unique(np.concatenate([rows_r * d + cols_r, rows_c * d + cols_c]))
-    rows, cols = key // d, key % d
+    rows, cols = _candidates(cost, k, np.random.default_rng(0))
     vals = cost[rows, cols].astype(np.float64)
-    # the sparse solver treats stored zeros as edges but needs positive weights to be safe: shift
+    # the sparse solver needs no explicit zeros (they would be read as missing edges): shift to ≥ 1
     vals = vals - vals.min() + 1.0
     graph = csr_matrix((vals, (rows, cols)), shape=(d, d))
     try:
