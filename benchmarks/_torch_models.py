@@ -90,3 +90,33 @@ class VmapPathEvaluator:
             params = interpolated_params(self.start, self.end, ts[i : i + self.chunk])
             vals.append(self._batched(params))
         return torch.cat(vals)
+
+
+def mlp_from_arrays(weights: list, biases: list) -> nn.Sequential:
+    """Linear → ReLU → … → Linear with the given (out, in) weights and (out,) biases (an
+    `eqx.nn.MLP` with ReLU, exported by `_sides_jax.prepare`)."""
+    mods = []
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        lin = nn.Linear(w.shape[1], w.shape[0])
+        lin.weight.data = torch.from_numpy(np.array(w, np.float32))
+        lin.bias.data = torch.from_numpy(np.array(b, np.float32).reshape(-1))
+        mods.append(lin)
+        if i < len(weights) - 1:
+            mods.append(nn.ReLU())
+    return nn.Sequential(*mods)
+
+
+def cnn_from_arrays(convs: list, strides: list, fc: tuple) -> nn.Sequential:
+    """Conv2d → ReLU → Conv2d → ReLU → Flatten → Linear with the given weights (the equinox
+    `_eqx_models.CNN` / `DigitsCNN`, exported by `_sides_jax.prepare`); ``convs`` holds (weight
+    (out, in, kh, kw), bias) pairs."""
+    mods = []
+    for (w, b), s in zip(convs, strides, strict=True):
+        c = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=int(s))
+        c.weight.data = torch.from_numpy(np.array(w, np.float32))
+        c.bias.data = torch.from_numpy(np.array(b, np.float32).reshape(-1))
+        mods += [c, nn.ReLU()]
+    lin = nn.Linear(fc[0].shape[1], fc[0].shape[0])
+    lin.weight.data = torch.from_numpy(np.array(fc[0], np.float32))
+    lin.bias.data = torch.from_numpy(np.array(fc[1], np.float32).reshape(-1))
+    return nn.Sequential(*mods, nn.Flatten(), lin)

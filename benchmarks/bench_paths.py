@@ -1,46 +1,41 @@
-"""Benchmark: F along a straight segment at P path points, jaxland against loss-landscapes (issues 3, 15).
+"""Benchmark: F along a straight segment at P points, jaxland against loss-landscapes (issues 3, 15, 20).
 
-SkipNet problems. Reference: `SkipNet` (eq. 3) with N = 4096 samples, n = 16, m = 1024, d_g = d_o = 64,
-g with one hidden layer of 64 units, d_y = 1, squared error ("mse": mean over samples of ‖f(x) − y‖²),
-κ = 0, float32, on the segment γ(t) = (1 − t) a + t b between two random networks (`SkipNet.init`).
-Wide-input variant: the same with n = 784.
+Every side runs in fresh child processes of its own (`_harness.py`): the peer's children import
+PyTorch and never jax, jaxland's import jax and never PyTorch; the children are interleaved (peer,
+jaxland, peer, jaxland, …), ``--processes`` (5) per side; inside a child each method is timed over a
+few calls after a warm-up call and its best call is the child's figure; the tables give the best and
+the median over the processes. The machine's float32 GEMM peak (4096², XLA and PyTorch, each in its
+own processes, interleaved with the rest) is measured in the same run, and every method's GFLOP/s
+and fraction of XLA's peak are reported, from the FLOPs of one plain forward pass (model shapes;
+XLA's cost analysis of one point is recorded beside it).
 
-Equinox problems (any model, issue 15 §1): ``mlp``, an `eqx.nn.MLP` 784-256-256-10 (ReLU), and ``cnn``,
-an equinox CNN (Conv2d 1→16 5×5 s2, Conv2d 16→32 3×3 s2, Linear 800→10, the activation a field), each
-on N = 2048 digits-like inputs with a user's mean cross-entropy (`benchmarks/_eqx_models.py`).
+Problems. SkipNets (eq. 3), squared error, κ = 0, float32, the segment between two `SkipNet.init`
+draws, data from `jaxland.data.sphere_teacher`:
+- ``reference``: N = 4096, n = 16, m = 1024, d_g = d_o = 64, g with one hidden layer of 64, d_y = 1;
+- ``wide_input``: the same with n = 784;
+- ``toy``: the README quick start's size, N = 256, n = 3, m = 32, d_g = d_o = 4, hidden 4.
+Equinox models (any model, issue 15 §1), a user's mean cross-entropy on N = 2048 digits-like inputs
+(`_eqx_models.py`): ``mlp`` (`eqx.nn.MLP` 784-256-256-10) and ``cnn`` (Conv2d 1→16 5×5 s2, Conv2d
+16→32 3×3 s2, Linear 800→10).
 
-Methods, all on the grid t_k = k / P, k = 1 … P (the grid the peer
-`loss_landscapes.linear_interpolation(..., steps=P)` walks):
+Methods (jaxland, `_sides_jax.paths`): ``objective_fn`` (`evaluate_path(objective_fn(x, y), path, ts)`,
+its own dispatch), ``sweep`` / ``point_kernel`` (forced), ``user_function`` (`evaluate_path(lambda net:
+loss(net), path, ts)`), ``jax_loop`` (one jitted point in a Python loop), ``jit_vmap`` (toy only: a
+plain ``jax.jit(jax.vmap(lambda t: loss(path(t))))``). The peer (`_sides_torch`):
+``loss_landscapes.linear_interpolation(a, b, Loss(loss, x, y), steps=S)`` on the identical PyTorch
+model and data, with PyTorch's default threads and with one thread (on a loaded machine or a tiny
+model one thread is faster: OpenMP barriers spin); the peer's figure is its better configuration.
+Costs per point that do not depend on P (the per-point methods and the peer) are timed on ``S``
+points (`--subset`; the toy and the equinox problems: all P points) and scaled to P.
 
-- ``evaluate_path``  `jaxland.evaluate_path(objective_fn(x, y), linear(a, b), ts)` with its defaults
-                     (it picks the breakpoint sweep or the point kernel by its cost model);
-- ``sweep``          the same with ``sweep=True``: the ReLU breakpoint sweep (`jaxland/engine/_sweep.py`);
-- ``point_kernel``   the same with ``sweep=False``: the structured point kernel (one executable, a loop
-                     over the points; first layer precomputed, small products first);
-- ``user_function``  `jaxland.evaluate_path(lambda net: loss(net, x, y), path, ts)`: a user's own
-                     function, which the engine cannot see into (the plain kernel);
-- ``jax_loop``       one jitted point t ↦ F(γ(t)), called from a Python loop over t;
-- ``loss_landscapes`` the peer's `linear_interpolation` on the identical PyTorch model and data;
-- ``torch_vmap``     `torch.func.vmap` of `functional_call` over stacked parameters, in chunks.
+    python benchmarks/bench_paths.py --quick        # smoke: P in {64, 256} (toy 1024), 2 processes
+    python benchmarks/bench_paths.py                # full: P in {16, 64, 256, 1024, 4096}, 5 processes
+    python benchmarks/bench_paths.py --resume       # after a killed run: the finished children stay
 
-Timing: for each problem every method's calls are interleaved (round r runs every method once; A B C
-A B C …, so load drifts hit all alike); the tables give the median over the rounds of the wall time and
-of the process CPU time (user + system, all threads). The per-point methods (``user_function``,
-``jax_loop``, ``loss_landscapes``, ``torch_vmap``) cost the same per point for any P, so they are timed
-on the sub-grid t = j / S (S = ``--subset``) and their P-point time is S-point time · P / S; such
-records carry ``"extrapolated": true``. Values are compared with the peer's at the points both
-evaluated.
-
-Tables: all records; the **dispatch** table (issue 15 §2: for P ∈ {16, 64, 256, 1024, 4096} the sweep,
-the point kernel and `evaluate_path`, its choice, its time over the faster kernel's, and its ratio to
-the peer); the **user function** table (§1: the user's function against the peer on every problem).
-
-Memory (``--big``, off by default and in ``--quick``): P = 100 000 points of the reference problem in a
-child process, its peak resident memory (and on a GPU the device's peak) checked against 24 GiB.
-
-Run ``python benchmarks/bench_paths.py`` (full: about 25 minutes on 2 loaded cores) or ``--quick``
-(P ∈ {64, 256}, one round); see ``benchmarks/README.md``. Results go to
-``benchmarks/results/bench_paths.json``.
+The children's results are kept in ``benchmarks/results/bench_paths.state.json`` (one entry per
+finished child; ``--resume`` reuses them, a fresh run starts it anew); the summary goes to
+``benchmarks/results/bench_paths.json`` and its Markdown tables to ``benchmarks/results/bench_paths.md``
+(the source of the README's tables).
 """
 
 from __future__ import annotations
@@ -48,751 +43,331 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
-
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-import jaxland
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-PROBLEMS = {
-    # name: (N, n, m, d_g, hidden, d_o, d_y)
-    "reference": dict(N=4096, n=16, m=1024, d_g=64, hidden=(64,), d_o=64, d_y=1),
-    "wide_input": dict(N=4096, n=784, m=1024, d_g=64, hidden=(64,), d_o=64, d_y=1),
-}
-EQX_PROBLEMS = ("mlp", "cnn")
+import _harness as H  # noqa: E402  (standard library only: the parent imports neither jax nor torch)
+
+SKIPNETS = ("reference", "wide_input", "toy")
+EQX = ("mlp", "cnn")
 DISPATCH_POINTS = (16, 64, 256, 1024, 4096)
-ENGINE_METHODS = ("evaluate_path", "sweep", "point_kernel")
-ALL_METHODS = (*ENGINE_METHODS, "user_function", "jax_loop", "loss_landscapes", "torch_vmap")
+ENGINE = ("objective_fn", "sweep", "point_kernel")
 RTOL = 1e-3  # values must equal the peer's to this relative accuracy (issue 3)
-GPU_POINTS = 10_000  # the GPU target: this many points of the reference problem in under 1 s
-BIG_POINTS = 100_000  # the memory target: this many points of the reference problem on a 24 GiB machine
-BIG_LIMIT_BYTES = 24 * 2**30
-
-
-# --------------------------------------------------------------------------------------------------
-# counting
-
-
-def flops_plain(N, n, m, d_g, hidden, d_o, d_y) -> int:
-    """Multiply-adds ×2 of one plain forward pass f1(x) (eq. 3) on N samples: the work of one point.
-
-    Layers: W1 (n→m), V2 (m→d_g), θ (d_g→hidden…→d_o), V1 (d_o→m), W2 (m→d_y). Element-wise work
-    (ReLU, sums, the loss) is not counted.
-    """
-    sizes = (d_g, *hidden, d_o)
-    theta = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    return 2 * N * (n * m + m * d_g + theta + d_o * m + m * d_y)
-
-
-def flops_structured(N, n, m, d_g, hidden, d_o, d_y, P) -> int:
-    """Matrix-product FLOPs that a structured evaluation of P points on a segment needs.
-
-    (a) W1(t) x = (1 − t) W1_a x + t W1_b x: the two first-layer products once per call (4·N·n·m);
-    (b) W2[h + V1 g] = W2 h + (W2 V1) g: per point, V2 h (2·N·m·d_g), θ, W2 h (2·N·m·d_y), the small
-    W2 V1 (2·d_y·m·d_o) and (W2 V1) g (2·N·d_o·d_y). This is what the fast paths of issue 3 leave.
-    """
-    sizes = (d_g, *hidden, d_o)
-    theta = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    per_point = 2 * N * (m * d_g + theta + m * d_y + d_o * d_y) + 2 * d_y * m * d_o
-    return 4 * N * n * m + P * per_point
-
-
-# --------------------------------------------------------------------------------------------------
-# timing
-
-
-def _time(run, *, repeats: int, budget_s: float, warmup: bool = True):
-    """Median wall time of ``run()`` over up to `repeats` calls, stopping once `budget_s` is spent.
-
-    ``run`` must block until its result is ready and return it. One untimed warm-up call first
-    (compilation, caches) when `warmup`. Returns (median seconds, number of timed calls, last result).
-    """
-    if warmup:
-        run()
-    times, out, spent = [], None, 0.0
-    while len(times) < max(1, repeats):
-        t0 = time.perf_counter()
-        out = run()
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        spent += dt
-        if spent >= budget_s:
-            break
-    return statistics.median(times), len(times), out
-
-
-def matmul_flops(size: int, repeats: int = 7) -> float:
-    """FLOP/s of a jitted float32 ``jnp.matmul`` of two (size, size) matrices (median of repeats)."""
-    ka, kb = jax.random.split(jax.random.key(123))
-    a = jax.random.normal(ka, (size, size), jnp.float32)
-    b = jax.random.normal(kb, (size, size), jnp.float32)
-    mm = jax.jit(jnp.matmul)
-    sec, _, _ = _time(lambda: mm(a, b).block_until_ready(), repeats=repeats, budget_s=30.0)
-    return 2 * size**3 / sec
-
-
-# --------------------------------------------------------------------------------------------------
-# the problem
-
-
-class Problem:
-    """Endpoints a, b (SkipNets), data x, y, and the segment between a and b, for one configuration."""
-
-    def __init__(self, name: str, seed: int = 0):
-        self.name = name
-        self.dims = PROBLEMS[name]
-        d = self.dims
-        ka, kb, kd = jax.random.split(jax.random.key(seed), 3)
-
-        def net(k):
-            return jaxland.SkipNet.init(
-                k, n=d["n"], m=d["m"], d_y=d["d_y"], d_g=d["d_g"], d_o=d["d_o"],
-                hidden=d["hidden"], dtype=jnp.float32,
-            )
-
-        self.a, self.b = net(ka), net(kb)
-        data = jaxland.data.sphere_teacher(kd, n_samples=d["N"], n=d["n"], d_y=d["d_y"],
-                                           dtype=jnp.float32)
-        self.x, self.y = data.x, data.y
-        self.path = jaxland.paths.linear(self.a, self.b)
-        self.flops_point = flops_plain(**d)
-
-    @staticmethod
-    def grid(P: int) -> np.ndarray:
-        """t_k = k / P, k = 1 … P, float32: the points `linear_interpolation(steps=P)` visits."""
-        return (np.arange(1, P + 1, dtype=np.float64) / P).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------------
-# methods. Each `run_*` returns (seconds for the points it evaluated, timed calls, values (S,)).
-
-
-def _objective(net, x, y):
-    return jaxland.objective(net, x, y, kappa=0.0, loss="mse")
-
-
-class TorchSide:
-    """The PyTorch mirror of a problem: the same weights and data as torch tensors."""
-
-    def __init__(self, pb: Problem, device: str):
-        import torch
-        from _torch_models import TorchSkipNet
-
-        self.torch = torch
-        self.device = device
-        self.model_a = TorchSkipNet.from_jax(pb.a).to(device)
-        self.model_b = TorchSkipNet.from_jax(pb.b).to(device)
-        self.x = torch.from_numpy(np.array(pb.x)).to(device)
-        self.y = torch.from_numpy(np.array(pb.y)).to(device)
-
-    def sync(self):
-        if self.device.startswith("cuda"):
-            self.torch.cuda.synchronize()
-
-
-def _objective(net, x, y):
-    return jaxland.objective(net, x, y, kappa=0.0, loss="mse")
-
-
-def _block(v) -> np.ndarray:
-    return np.asarray(jax.block_until_ready(v))
-
-
-class Job:
-    """One timed method: `run()` evaluates `points` points and returns their values (host array)."""
-
-    def __init__(self, method: str, P: int, points: int, run, warm=None, device: str = ""):
-        self.method, self.P, self.points, self.run = method, P, points, run
-        self.warm = warm or run  # the warm-up call (compiles what `run` uses)
-        self.device = device
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-        self.values = None
-
-
-def engine_jobs(pb: Problem, Ps, methods, device, engine_kw) -> list[Job]:
-    """The `evaluate_path` methods at every P (their cost per point depends on P)."""
-    obj = jaxland.objective_fn(pb.x, pb.y, kappa=0.0, loss="mse")
-    kw = {"evaluate_path": {}, "sweep": {"sweep": True}, "point_kernel": {"sweep": False}}
-    jobs = []
-    for P in Ps:
-        ts = Problem.grid(P)
-        for method in ("evaluate_path", "sweep", "point_kernel"):
-            if method not in methods:
-                continue
-            args = dict(engine_kw, **kw[method])
-
-            def run(ts=ts, args=args):
-                return _block(jaxland.evaluate_path(obj, pb.path, ts, **args))
-
-            # the point kernel compiles one loop for every P up to its capacity: warm it up on a few
-            # points; the sweep compiles per bucket of P, so it warms up on all of them
-            small = method == "point_kernel" or (method == "evaluate_path" and P < 128)
-            few = ts[: min(P, 64)]
-            warm = (lambda ts=few, args=args:
-                    _block(jaxland.evaluate_path(obj, pb.path, ts, **args))) if small else None
-            jobs.append(Job(method, P, P, run, warm, device))
-    return jobs
-
-
-def user_function_job(path, fn, S: int, P: int | None, device: str) -> Job:
-    """`evaluate_path` of a user's own function (a fresh lambda at every call, as a user writes it:
-    the plain kernel is cached by the computation, so this does not recompile)."""
-    ts = Problem.grid(S)
-
-    def run():
-        return _block(jaxland.evaluate_path(lambda net: fn(net), path, ts))
-
-    return Job("user_function", P or S, S, run, device=device)
-
-
-_POINT = jax.jit(lambda path, t, x, y: _objective(path(t), x, y))
-
-
-def jax_loop_job(pb: Problem, S: int, device: str) -> Job:
-    """One jitted point t ↦ F(γ(t)) (compiled once), called in a Python loop over t."""
-    ts = Problem.grid(S)
-
-    def run():
-        return _block([_POINT(pb.path, t, pb.x, pb.y) for t in ts])
-
-    return Job("jax_loop", S, S, run, device=device)
-
-
-def eqx_loop_job(a, b, fn, S: int, device: str) -> Job:
-    """The user's function alone: one `eqx.filter_jit` point t ↦ fn((1 − t) a + t b) (compiled once),
-    called in a Python loop over t. The gap between it and `user_function` is what the engine adds;
-    the gap between it and the peer is XLA's code for the user's function against PyTorch's."""
-    ts = Problem.grid(S)
-    pa, rest = eqx.partition(a, eqx.is_inexact_array)
-    pb = eqx.filter(b, eqx.is_inexact_array)
-
-    @jax.jit
-    def point(t):
-        return fn(eqx.combine(jax.tree.map(lambda u, v: u + t * (v - u), pa, pb), rest))
-
-    def run():
-        return _block([point(t) for t in ts])
-
-    return Job("jax_loop", S, S, run, device=device)
-
-
-def peer_job(model_a, model_b, x, y, loss, S: int, side_sync, device: str) -> Job:
-    """`loss_landscapes.linear_interpolation(a, b, Loss(loss, x, y), steps=S, deepcopy_model=True)`."""
-    import loss_landscapes
-    from loss_landscapes.metrics import Loss
-
-    metric = Loss(loss, x, y)
-
-    def run():
-        v = loss_landscapes.linear_interpolation(model_a, model_b, metric, steps=S, deepcopy_model=True)
-        side_sync()
-        return np.asarray(v, dtype=np.float64)
-
-    return Job("loss_landscapes", S, S, run, device=device)
-
-
-def torch_vmap_job(side: TorchSide, S: int, chunk: int, device: str) -> Job:
-    """`torch.func.vmap(functional_call)` over stacked parameters (1 − t) a + t b, `chunk` at a time."""
-    from _torch_models import VmapPathEvaluator
-
-    ev = VmapPathEvaluator(side.model_a, side.model_b, side.x, side.y, chunk=chunk)
-    tt = side.torch.from_numpy(Problem.grid(S)).to(side.device)
-
-    def run():
-        v = ev(tt)
-        side.sync()
-        return v.cpu().numpy().astype(np.float64)
-
-    return Job("torch_vmap", S, S, run, device=device)
-
-
-def interleave(jobs: list[Job], rounds: int, budget_s: float | None, log,
-               prime_below: float = 2.0) -> list[float]:
-    """Warm every job up, then `rounds` rounds that run every job once (A B C A B C …), recording
-    wall and process CPU time; stops early after `budget_s` seconds of rounds (at least one).
-
-    After a PyTorch job the loop sleeps a second: PyTorch's OpenMP threads keep spinning for a
-    while after a call, in this process, and the next job would pay for it in wall and CPU time.
-    A job that takes less than `prime_below` seconds is called once, untimed, right before its
-    timed call, so that a thread pool that fell asleep meanwhile is not charged to it (this
-    matters for the short ones only).
-    Returns the 1-minute load average at the start of every round."""
-    last = {}
-    for j in jobs:
-        t0 = time.perf_counter()
-        j.warm()
-        last[id(j)] = time.perf_counter() - t0
-    loads = []
-    t_start = time.perf_counter()
-    for r in range(rounds):
-        loads.append(os.getloadavg()[0])
-        for j in jobs:
-            if last[id(j)] < prime_below:
-                j.run()
-            r0 = resource.getrusage(resource.RUSAGE_SELF)
-            t0 = time.perf_counter()
-            j.values = j.run()
-            j.wall.append(time.perf_counter() - t0)
-            r1 = resource.getrusage(resource.RUSAGE_SELF)
-            j.cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
-            last[id(j)] = j.wall[-1]
-            if j.device.startswith("torch"):
-                time.sleep(1.0)  # until PyTorch's OpenMP threads stop spinning
-        log(f"  round {r + 1}/{rounds} done (load {loads[-1]:.2f}, "
-            f"{time.perf_counter() - t_start:.0f} s)")
-        if budget_s is not None and time.perf_counter() - t_start > budget_s:
-            break
-    return loads
-
-
-def _common_values(values: np.ndarray, P: int, ref: np.ndarray, S: int):
-    """Values on the coarser of the grids k/P and j/S (both walk t = k/Q, k = 1 … Q)."""
+TARGETS = {  # (problem, method, P): ratio against the peer's best process (issue 20 §2)
+    ("toy", "user_function", 1024): 10.0, ("toy", "objective_fn", 1024): 10.0,
+    ("reference", "objective_fn", 256): 3.0,
+    **{("wide_input", "objective_fn", P): 4.0 for P in DISPATCH_POINTS},
+}
+PEAK_TARGET = {("reference", "user_function"): 0.85}  # fraction of XLA's GEMM peak (§2)
+
+
+def plan(quick: bool, problems: list[str], subset: int | None) -> dict:
+    """Per problem: the P values, the points on which the per-point methods are timed, the methods."""
+    out = {}
+    for p in problems:
+        if p in ("reference", "wide_input"):
+            Ps = [64, 256] if quick else list(DISPATCH_POINTS)
+            S = subset or (16 if quick else 64)
+            methods = [*ENGINE, "user_function", "jax_loop"]
+        elif p == "toy":
+            Ps = [1024] if quick else list(DISPATCH_POINTS)
+            S = 1024
+            methods = [*ENGINE, "user_function", "jax_loop", "jit_vmap"]
+        else:
+            Ps = [16] if quick else [64]
+            S = Ps[0]
+            methods = ["user_function", "jax_loop"]
+        out[p] = dict(Ps=Ps, S=S, methods=methods)
+    return out
+
+
+def configs(p: str, pl: dict, npz: str, max_calls: int, budget_s: float, flags: dict) -> list:
+    """The children of problem `p`: the peer (default threads, one thread) and jaxland (per
+    XLA_FLAGS variant in `flags`, label → flags; "" is the default)."""
+    S, Ps = pl["S"], pl["Ps"]
+    per_point_at = S if p in ("reference", "wide_input") else None
+    out = []
+    for label, env in (("threads=default", {}), ("threads=1", {"OMP_NUM_THREADS": "1"})):
+        out.append((f"{p}/peer/{label}", dict(side="torch", module="_sides_torch",
+                                             func="loss_landscapes_path", env=env, kwargs=dict(
+                                                 npz=npz, points=S, max_calls=max_calls,
+                                                 budget_s=budget_s))))
+    for label, fl in flags.items():
+        out.append((f"{p}/jaxland/{label or 'default'}", dict(
+            side="jax", module="_sides_jax", func="paths", env={"XLA_FLAGS": fl} if fl else {},
+            kwargs=dict(problem_name=p, Ps=Ps, methods=pl["methods"], subset=per_point_at,
+                        max_calls=max_calls, budget_s=budget_s))))
+    return out
+
+
+def _peer(state, p: str) -> tuple[dict | None, dict]:
+    """The peer's better configuration (lower median) and all of them."""
+    alls = {}
+    for label in ("threads=default", "threads=1"):
+        res = state.results(f"{p}/peer/{label}")
+        names = {k for r in res if r.get("ok") for k in r["methods"]}
+        if names:
+            alls[label] = H.summary(res, names.pop())
+            alls[label]["values"] = next((list(r["values"].values())[0] for r in res if r.get("ok")), None)
+    good = {k: v for k, v in alls.items() if v["median_s"] is not None}
+    if not good:
+        return None, alls
+    label = min(good, key=lambda k: good[k]["median_s"])
+    return dict(good[label], config=label), alls
+
+
+def _values_rel(vals, P, ref, S) -> float | None:
+    """Max relative difference on the common grid of k/P and j/S."""
+    if vals is None or ref is None:
+        return None
     if P >= S:
-        return values[np.arange(1, S + 1) * (P // S) - 1], ref
-    return values, ref[np.arange(1, P + 1) * (S // P) - 1]
-
-# --------------------------------------------------------------------------------------------------
-# the big run: P = 100 000 points in a child process, peak memory measured
-
-
-def big_child(P: int) -> int:
-    """Run in a fresh process: F at P points of the reference problem; print one JSON line with the
-    time and the peak memory (resident set of this process; on a GPU also the device's peak)."""
-    import resource
-
-    pb = Problem("reference")
-    fn = jaxland.objective_fn(pb.x, pb.y, kappa=0.0, loss="mse")
-    ts = Problem.grid(P)
-    jax.block_until_ready(jaxland.evaluate_path(fn, pb.path, ts[:256]))  # compile
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    vals = np.asarray(jax.block_until_ready(jaxland.evaluate_path(fn, pb.path, ts)))
-    sec = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    dev = jax.devices()[0]
-    try:
-        stats = dev.memory_stats() or {}
-    except Exception:  # pragma: no cover - backend dependent
-        stats = {}
-    print("BIG_RESULT " + json.dumps(dict(
-        P=P, seconds=sec, points_per_s=P / sec, peak_rss_bytes=rss, rss_before_call_bytes=rss_before,
-        device_peak_bytes=stats.get("peak_bytes_in_use"), device_limit_bytes=stats.get("bytes_limit"),
-        finite=bool(np.all(np.isfinite(vals))), shape=list(vals.shape),
-    )), flush=True)
-    return 0
+        a, b = [vals[(j + 1) * (P // S) - 1] for j in range(S)], ref
+    else:
+        a, b = vals, [ref[(k + 1) * (S // P) - 1] for k in range(P)]
+    return max(abs(u - v) / abs(v) for u, v in zip(a, b, strict=True))
 
 
-def run_big(P: int, timeout: float | None) -> dict:
-    """`big_child` in a subprocess (so that its peak memory is its own); returns its record."""
-    import subprocess
+def analyse(state, pls: dict, flags: dict, peak: dict) -> dict:
+    xla_peak = (peak.get("xla") or {}).get("best_flop_per_s")
+    records, dispatch, checks = [], [], []
+    for p, pl in pls.items():
+        peer, peer_all = _peer(state, p)
+        S = pl["S"]
+        for label in flags:
+            key = f"{p}/jaxland/{label or 'default'}"
+            res = [r for r in state.results(key) if r.get("ok")]
+            if not res:
+                continue
+            fl = res[0].get("flops_point_shapes") or res[0].get("flops_point_xla")
+            fl_xla = res[0].get("flops_point_xla")
+            names = sorted({k for r in res for k in r["methods"]})
+            rows = {}
+            for name in names:
+                method, timed = name.split("@")
+                timed = int(timed)
+                per_point = method not in ENGINE and p in ("reference", "wide_input")
+                for P in (pl["Ps"] if per_point else [timed]):
+                    s = H.summary(res, name)
+                    scale = P / timed
+                    rec = dict(problem=p, variant=label or "default", method=method, P=P,
+                               timed_points=timed, extrapolated=timed != P, processes=s["processes"],
+                               best_s=s["best_s"] * scale, median_s=s["median_s"] * scale,
+                               per_process_best_s=[x * scale for x in s["per_process_best_s"]])
+                    rec["best_points_per_s"] = P / rec["best_s"]
+                    rec["median_points_per_s"] = P / rec["median_s"]
+                    if fl:
+                        rec.update(flops_per_point=fl, flops_per_point_xla=fl_xla,
+                                   best_gflop_per_s=fl * P / rec["best_s"] / 1e9,
+                                   median_gflop_per_s=fl * P / rec["median_s"] / 1e9)
+                        if xla_peak:
+                            rec["best_fraction_of_xla_peak"] = fl * P / rec["best_s"] / xla_peak
+                            rec["median_fraction_of_xla_peak"] = fl * P / rec["median_s"] / xla_peak
+                    if peer is not None:
+                        pscale = P / S
+                        pr = dict(best_s=peer["best_s"] * pscale, median_s=peer["median_s"] * pscale)
+                        rec.update({f"{k}": v for k, v in H.ratios(rec, pr).items()})
+                        vals = next((r["values"].get(name) for r in res), None)
+                        rec["max_rel_diff_vs_peer"] = _values_rel(vals, timed, peer["values"], S)
+                    choice = next((r.get("extra", {}).get(f"choice@{P}") for r in res
+                                   if r.get("extra", {}).get(f"choice@{P}")), None)
+                    if method == "objective_fn" and choice:
+                        rec["choice"] = choice
+                    records.append(rec)
+                    rows[(method, P)] = rec
+            for P in pl["Ps"]:
+                ks = {m: rows.get((m, P)) for m in ENGINE}
+                if any(v is None for v in ks.values()):
+                    continue
+                fastest = min(("sweep", "point_kernel"), key=lambda m: ks[m]["median_s"])
+                dispatch.append(dict(
+                    problem=p, variant=label or "default", P=P, choice=ks["objective_fn"].get("choice"),
+                    **{f"{m}_median_s": ks[m]["median_s"] for m in ENGINE},
+                    **{f"{m}_best_s": ks[m]["best_s"] for m in ENGINE}, fastest=fastest,
+                    ratio_to_fastest=ks["objective_fn"]["median_s"] / ks[fastest]["median_s"],
+                    median_vs_peer_best=ks["objective_fn"].get("median_vs_peer_best")))
+        for (tp, tm, tP), tgt in TARGETS.items():
+            r = next((r for r in records if (r["problem"], r["method"], r["P"], r["variant"])
+                      == (tp, tm, tP, "default")), None)
+            if tp == p and r is not None and r.get("median_vs_peer_best") is not None:
+                checks.append(dict(problem=tp, method=tm, P=tP, target=tgt, what="x peer best",
+                                   value=r["median_vs_peer_best"],
+                                   met=r["median_vs_peer_best"] >= tgt))
+        for (tp, tm), tgt in PEAK_TARGET.items():
+            for r in records:
+                if (r["problem"], r["method"], r["variant"]) == (tp, tm, "default") and tp == p \
+                        and r["P"] == 256 and r.get("median_fraction_of_xla_peak") is not None:
+                    checks.append(dict(problem=tp, method=tm, P=256, target=tgt,
+                                       what="fraction of XLA GEMM peak",
+                                       value=r["median_fraction_of_xla_peak"],
+                                       met=r["median_fraction_of_xla_peak"] >= tgt))
+        if peer is not None:
+            for label, s in peer_all.items():
+                s = dict(s)
+                s.pop("values", None)
+                records.append(dict(problem=p, variant=label, method="loss_landscapes",
+                                    P=S, timed_points=S, extrapolated=False, processes=s["processes"],
+                                    best_s=s["best_s"], median_s=s["median_s"],
+                                    per_process_best_s=s["per_process_best_s"],
+                                    best_points_per_s=s.get("best_points_per_s") or S / s["best_s"],
+                                    median_points_per_s=S / s["median_s"], chosen=label == peer["config"]))
+                fl = next((r.get("flops_per_point") for r in records
+                           if r["problem"] == p and r.get("flops_per_point")), None)
+                if fl:
+                    records[-1].update(best_gflop_per_s=fl * S / s["best_s"] / 1e9,
+                                       median_gflop_per_s=fl * S / s["median_s"] / 1e9)
+                    if xla_peak:
+                        records[-1]["best_fraction_of_xla_peak"] = fl * S / s["best_s"] / xla_peak
+    return dict(records=records, dispatch=dispatch, targets=checks)
 
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--big-child", str(P)]
-    t0 = time.perf_counter()
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(P=P, ok=False, error=f"timed out after {timeout} s")
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BIG_RESULT ")]
-    if out.returncode != 0 or not lines:
-        return dict(P=P, ok=False, error=f"exit {out.returncode}: {out.stderr[-2000:]}",
-                    wall_s=time.perf_counter() - t0)
-    rec = json.loads(lines[-1][len("BIG_RESULT "):])
-    peak = max(rec["peak_rss_bytes"], rec["device_peak_bytes"] or 0)
-    rec.update(ok=rec["finite"] and peak < BIG_LIMIT_BYTES, limit_bytes=BIG_LIMIT_BYTES,
-               wall_s=time.perf_counter() - t0)
-    return rec
+
+def _f(x, spec):
+    return "-" if x is None else format(x, spec)
 
 
-# --------------------------------------------------------------------------------------------------
-# driver
-
-SKIP_TARGET = {"reference": 4.0, "wide_input": 4.0}  # evaluate_path vs the peer at every P (§2)
-USER_TARGET = {"reference": (2.0, 3.0), "wide_input": (1.2, 1.5)}  # user_function: (target, goal)
-DISPATCH_TOL = 1.10  # evaluate_path within 10 % of the faster of its kernels (§2)
-
-
-def _max_rel(values: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.max(np.abs(values.astype(np.float64) - ref) / np.abs(ref)))
-
-
-def _fmt(x, spec):
-    """`x` formatted with `spec`, or "-" in the same field width when there is no value."""
-    if x is None:
-        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
-        return format("-", f">{width}") if width else "-"
-    return format(x, spec)
-
-
-def _med(xs):
-    return statistics.median(xs) if xs else None
-
-
-def _choice(pb: Problem, P: int, on_cpu: bool) -> str:
-    """The kernel `evaluate_path` picks for P points of the segment (its own dispatch rule)."""
-    from jaxland.engine._structured import _first_layer_plan
-    from jaxland.engine._sweep import switch_fraction, use_sweep
-
-    basis, coefs = pb.path.combination()
-    s = Problem.grid(P)
-    entries = pb.dims["N"] * pb.dims["m"]
-    frac = lambda: switch_fraction(basis, coefs, pb.x, float(s.min()), float(s.max()))  # noqa: E731
-    _, rel = _first_layer_plan(basis, P, on_cpu)
-    swept = use_sweep(None, coefs, P, entries, on_cpu, frac, 1.0 / rel)
-    return "sweep" if swept else "point_kernel"
-
-
-def _write(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
+def markdown(summary: dict, meta: dict) -> str:
+    """The README tables from the summary."""
+    pk = meta["gemm_peak"]
+    lines = [f"Machine: {meta['machine']['cpu_count']} CPU cores, load average "
+             f"{meta['loadavg_min']:.1f}–{meta['loadavg_max']:.1f} over the run (1-minute; "
+             f"{meta['machine']['cpu_count']} = the cores are busy), float32 GEMM 4096² peak: XLA "
+             f"{_f((pk.get('xla') or {}).get('best_flop_per_s', 0) / 1e9, '.0f')} GFLOP/s, PyTorch "
+             f"{_f((pk.get('torch') or {}).get('best_flop_per_s', 0) / 1e9, '.0f')} GFLOP/s (best of "
+             f"{(pk.get('xla') or {}).get('processes')} processes each). {meta['processes']} processes "
+             f"per side; points/s best / median over processes; × peer = the peer's best time over "
+             f"ours (our median; in brackets: our median against the peer's median); "
+             f"% peak = GFLOP/s of our median over XLA's GEMM peak.", "",
+             "| problem | P | method | points/s best | median | GFLOP/s | % peak | × peer best | "
+             "(× peer median) | max rel diff |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in summary["records"]:
+        if r["variant"] not in ("default",) and r["method"] != "loss_landscapes":
+            continue
+        name = r["method"] + ("*" if r.get("extrapolated") else "")
+        if r["method"] == "loss_landscapes":
+            name = f"peer ({r['variant']}{', chosen' if r.get('chosen') else ''})"
+        if r["method"] == "objective_fn" and r.get("choice"):
+            name += f" → {r['choice']}"
+        lines.append(
+            f"| {r['problem']} | {r['P']} | {name} | {r['best_points_per_s']:.0f} | "
+            f"{r['median_points_per_s']:.0f} | {_f(r.get('median_gflop_per_s'), '.1f')} | "
+            f"{_f(None if r.get('median_fraction_of_xla_peak') is None else 100 * r['median_fraction_of_xla_peak'], '.0f')} | "
+            f"{_f(r.get('median_vs_peer_best'), '.2f')} | {_f(r.get('median_vs_peer_median'), '.2f')} | "
+            f"{_f(r.get('max_rel_diff_vs_peer'), '.1e')} |")
+    lines += ["", "`*` timed on fewer points and scaled (cost per point independent of P).", ""]
+    if summary["dispatch"]:
+        lines += ["Dispatch: median seconds of each kernel, `objective_fn`'s choice and its time over "
+                  "the faster kernel's.", "",
+                  "| problem | P | sweep | point kernel | `objective_fn` | choice | / fastest | × peer best |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|"]
+        for d in summary["dispatch"]:
+            if d["variant"] != "default":
+                continue
+            lines.append(f"| {d['problem']} | {d['P']} | {d['sweep_median_s']:.4f} | "
+                         f"{d['point_kernel_median_s']:.4f} | {d['objective_fn_median_s']:.4f} | "
+                         f"{d['choice']} | {d['ratio_to_fastest']:.2f} | "
+                         f"{_f(d.get('median_vs_peer_best'), '.1f')} |")
+        lines.append("")
+    if summary["targets"]:
+        lines += ["| target | value | met |", "|---|---:|---|"]
+        for t in summary["targets"]:
+            lines.append(f"| {t['problem']} {t['method']} P = {t['P']}: {t['what']} ≥ {t['target']:g} | "
+                         f"{t['value']:.2f} | {'yes' if t['met'] else '**no**'} |")
+    variants = sorted({r["variant"] for r in summary["records"]} - {"default", "threads=default",
+                                                                    "threads=1"})
+    if variants:
+        lines += ["", "XLA flag variants (median points/s; × the default build):", "",
+                  "| problem | P | method | variant | points/s | × default |", "|---|---:|---|---|---:|---:|"]
+        base = {(r["problem"], r["method"], r["P"]): r for r in summary["records"]
+                if r["variant"] == "default"}
+        for r in summary["records"]:
+            if r["variant"] in variants:
+                b = base.get((r["problem"], r["method"], r["P"]))
+                lines.append(f"| {r['problem']} | {r['P']} | {r['method']} | `{r['variant']}` | "
+                             f"{r['median_points_per_s']:.0f} | "
+                             f"{_f(None if b is None else b['median_s'] / r['median_s'], '.2f')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="reduced run: P in {64, 256}, one round, per-point methods on 16 points")
-    ap.add_argument("--problems", default="reference,wide_input,mlp,cnn",
-                    help="comma-separated subset of: " + ", ".join([*PROBLEMS, *EQX_PROBLEMS]))
-    ap.add_argument("--points", default=None,
-                    help="P values of the SkipNet problems (default 16,64,256,1024,4096; quick 64,256)")
-    ap.add_argument("--eqx-points", default=None,
-                    help="P values of the equinox problems (default 64; quick 16)")
-    ap.add_argument("--methods", default=",".join(ALL_METHODS))
+    ap.add_argument("--quick", action="store_true", help="smoke run: fewer P, 2 processes per side")
+    ap.add_argument("--problems", default="reference,wide_input,toy,mlp,cnn")
+    ap.add_argument("--processes", type=int, default=None, help="processes per side (default 5; quick 2)")
     ap.add_argument("--subset", type=int, default=None,
-                    help="points on which the per-point methods are timed (default 64, quick 16); "
-                         "their P-point time is extrapolated")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="interleaved rounds (default 3, quick 1); medians are reported")
-    ap.add_argument("--budget", type=float, default=None,
-                    help="seconds after which a problem stops starting new rounds (default: none)")
-    ap.add_argument("--prime-below", type=float, default=2.0,
-                    help="a job shorter than this (seconds) gets one untimed call right before each "
-                         "timed one (default 2; 0 disables)")
-    ap.add_argument("--torch-chunk", type=int, default=16, help="points per torch_vmap chunk")
-    ap.add_argument("--torch-device", default=None, help="torch device (default: cuda if available)")
-    ap.add_argument("--torch-threads", type=int, default=None,
-                    help="torch intra-op threads (default: the number of CPU cores, like JAX)")
-    ap.add_argument("--engine-chunk", type=int, default=None,
-                    help="chunk_size passed to evaluate_path (default: its own choice)")
-    ap.add_argument("--big", action="store_true",
-                    help=f"also evaluate P = {BIG_POINTS} points of the reference problem in a child "
-                         "process and report its peak memory against 24 GiB (off in --quick)")
-    ap.add_argument("--big-points", type=int, default=BIG_POINTS, help="P for --big")
-    ap.add_argument("--big-timeout", type=float, default=None, help="seconds before --big gives up")
-    ap.add_argument("--big-child", type=int, default=None, help=argparse.SUPPRESS)
+                    help="points for the per-point methods of reference/wide_input (default 64; quick 16)")
+    ap.add_argument("--max-calls", type=int, default=3, help="timed calls per method in a child")
+    ap.add_argument("--budget", type=float, default=6.0, help="seconds of timed calls per method in a child")
+    ap.add_argument("--xla-flags", action="append", default=[], metavar="LABEL=FLAGS",
+                    help="also run jaxland with XLA_FLAGS=FLAGS (item 3 of issue 20); repeatable")
+    ap.add_argument("--big", action="store_true", help="also P = 100 000 reference points in a child "
+                    "(peak memory against 24 GiB)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before a child is killed")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_paths.json"))
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the problems that a killed run already wrote to --out (its JSON says "
-                         "partial) and run only the others")
+    ap.add_argument("--resume", action="store_true", help="keep the children a killed run finished")
     args = ap.parse_args(argv)
-    if args.big_child is not None:
-        return big_child(args.big_child)
-
-    rounds = args.repeats or (1 if args.quick else 3)
-    subset = args.subset or (16 if args.quick else 64)
     problems = [p for p in args.problems.split(",") if p]
     for p in problems:
-        if p not in PROBLEMS and p not in EQX_PROBLEMS:
-            ap.error(f"--problems: unknown problem {p!r}; expected a subset of "
-                     f"{[*PROBLEMS, *EQX_PROBLEMS]}")
-    Ps = sorted({int(p) for p in (args.points or ("64,256" if args.quick else
-                                                  ",".join(map(str, DISPATCH_POINTS)))).split(",") if p})
-    eqx_Ps = sorted({int(p) for p in (args.eqx_points or ("16" if args.quick else "64")).split(",")
-                     if p})
-    methods = [m for m in args.methods.split(",") if m]
-    for m in methods:
-        if m not in ALL_METHODS:
-            ap.error(f"--methods: unknown method {m!r}; expected a subset of {list(ALL_METHODS)}")
-    for P in Ps:
-        if (P >= subset and P % subset) or (P < subset and subset % P):
-            ap.error(f"--subset {subset} and P = {P}: one must divide the other (common grid)")
-
-    backend = jax.default_backend()
-    jax_device = f"{backend}:{jax.devices()[0].device_kind} x{jax.device_count()}"
-    on_gpu = backend == "gpu"
-    if on_gpu and "reference" in problems and GPU_POINTS not in Ps:
-        Ps.append(GPU_POINTS)
-
-    have_torch = True
-    try:
-        import loss_landscapes  # noqa: F401
-        import torch
-    except ImportError as e:  # the optional "bench" extra is missing: run the JAX methods only
-        have_torch = False
-        print(f"note: {e}; skipping the PyTorch methods (pip install -e '.[bench]')")
-    torch_desc = None
-    if have_torch:
-        torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
-        torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_desc = f"torch {torch.__version__} {torch_device} ({torch.get_num_threads()} threads)"
-
-    mm_size = 8192 if on_gpu else 2048
-    t_start = time.perf_counter()
-    load_before = os.getloadavg()
-    mm_before = matmul_flops(mm_size)
-    print(f"jax {jax.__version__} on {jax_device}; {os.cpu_count()} CPU cores; load average "
-          f"{load_before[0]:.2f}; matmul {mm_size}² float32: {mm_before / 1e9:.1f} GFLOP/s")
-    engine_kw = {} if args.engine_chunk is None else dict(chunk_size=args.engine_chunk)
+        if p not in SKIPNETS and p not in EQX:
+            ap.error(f"--problems: unknown problem {p!r}; expected a subset of {[*SKIPNETS, *EQX]}")
+    flags = {"": ""}
+    for f in args.xla_flags:
+        label, sep, val = f.partition("=")
+        if not sep:
+            ap.error(f"--xla-flags: expected LABEL=FLAGS, got {f!r}")
+        flags[label] = val
+    processes = args.processes or (2 if args.quick else 5)
     out = Path(args.out)
-    records, dispatch, user_rows, round_loads = [], [], [], {}
-    done = []
-    if args.resume and out.exists():
-        prev = json.loads(out.read_text())
-        if prev.get("meta", {}).get("partial"):
-            done = [p for p in prev["meta"].get("problems_done", []) if p in problems]
-            records = [r for r in prev["records"] if r["problem"] in done]
-            dispatch = [r for r in prev["dispatch"] if r["problem"] in done]
-            user_rows = [r for r in prev["user_function"] if r["problem"] in done]
-            round_loads = {k: v for k, v in prev["meta"].get("loadavg_per_round", {}).items()
-                           if k in done}
-            print(f"resuming {out}: keeping {done}", flush=True)
-
-    def log(msg):
-        print(msg, flush=True)
-
-    for name in problems:
-        if name in done:
-            continue
-        log(f"{name}: warming up, then {rounds} interleaved round(s)")
-        peer = None
-        if name in PROBLEMS:
-            pb = Problem(name)
-            d = pb.dims
-            side = TorchSide(pb, torch_device) if have_torch else None
-            jobs = engine_jobs(pb, [P for P in Ps if P != GPU_POINTS or name == "reference"],
-                               methods, jax_device, engine_kw)
-            x, y = pb.x, pb.y
-            if "user_function" in methods:
-                jobs.append(user_function_job(pb.path, lambda net, x=x, y=y: _objective(net, x, y),
-                                              subset, None, jax_device))
-            if "jax_loop" in methods:
-                jobs.append(jax_loop_job(pb, subset, jax_device))
-            if have_torch and "loss_landscapes" in methods:
-                from _torch_models import mse_mean
-
-                peer = peer_job(side.model_a, side.model_b, side.x, side.y, mse_mean, subset,
-                                side.sync, torch_desc)
-                jobs.append(peer)
-            if have_torch and "torch_vmap" in methods:
-                jobs.append(torch_vmap_job(side, subset, args.torch_chunk, torch_desc))
-            problem_Ps = sorted({j.P for j in jobs if j.method in ENGINE_METHODS} | set(Ps))
-        else:
-            import _eqx_models as em
-
-            a, b, x, y = em.problem(name)
-            path = jaxland.paths.linear(a, b)
-            d = dict(model=type(a).__name__, N=int(x.shape[0]),
-                     params=sum(int(np.size(l)) for l in jax.tree.leaves(a) if eqx.is_inexact_array(l)))
-            jobs = []
-            for P in eqx_Ps:
-                if "user_function" in methods:
-                    jobs.append(user_function_job(
-                        path, lambda m, x=x, y=y: em.cross_entropy(m, x, y), P, P, jax_device))
-                if "jax_loop" in methods:
-                    jobs.append(eqx_loop_job(a, b, lambda m, x=x, y=y: em.cross_entropy(m, x, y),
-                                             P, jax_device))
-                if have_torch and "loss_landscapes" in methods:
-                    tx = torch.from_numpy(np.array(x))
-                    ty = torch.from_numpy(np.array(y, dtype=np.int64))
-                    peer = peer_job(em.torch_mirror(a), em.torch_mirror(b), tx, ty,
-                                    em.torch_cross_entropy, P, lambda: None, torch_desc)
-                    jobs.append(peer)
-            problem_Ps = eqx_Ps
-        round_loads[name] = interleave(jobs, rounds, args.budget, log, args.prime_below)
-
-        peer_per_pt = None if peer is None else _med(peer.wall) / peer.points
-        peer_cpu_pt = None if peer is None else _med(peer.cpu) / peer.points
-        for j in jobs:
-            wall_pt, cpu_pt = _med(j.wall) / j.points, _med(j.cpu) / j.points
-            per_point = j.method not in ENGINE_METHODS
-            for P in ([j.P] if not per_point or name in EQX_PROBLEMS else problem_Ps):
-                if name in EQX_PROBLEMS and peer is not None and peer.P != P:
-                    continue
-                sec = wall_pt * P
-                rel = None
-                if peer is not None:
-                    ref_vals = peer.values
-                    vals, ref_vals = _common_values(np.asarray(j.values), j.points, ref_vals,
-                                                    peer.points)
-                    rel = _max_rel(vals, ref_vals)
-                rec = dict(problem=name, **{k: (list(v) if isinstance(v, tuple) else v)
-                                            for k, v in d.items()},
-                           P=P, method=j.method, device=j.device, seconds=sec, points_per_s=P / sec,
-                           cpu_ms_per_point=1e3 * cpu_pt, wall_ms_per_point=1e3 * wall_pt,
-                           wall_samples_s=j.wall, cpu_samples_s=j.cpu,
-                           timed_points=j.points, extrapolated=j.points != P,
-                           timed_calls=len(j.wall),
-                           ratio_vs_loss_landscapes=(None if peer_per_pt is None
-                                                     else peer_per_pt / wall_pt),
-                           cpu_ratio_vs_loss_landscapes=(None if peer_cpu_pt is None
-                                                         else peer_cpu_pt / cpu_pt),
-                           max_rel_diff_vs_loss_landscapes=rel,
-                           values_ok=None if rel is None else rel <= RTOL)
-                if name in PROBLEMS:
-                    fl, fl_s = pb.flops_point * P, flops_structured(**d, P=P)
-                    rec.update(flops=fl, flop_per_s=fl / sec, flops_structured=fl_s,
-                               structured_flop_per_s=fl_s / sec)
-                if rec["extrapolated"]:
-                    rec["note"] = (f"timed on the {j.points}-point grid t = j/{j.points}; seconds = "
-                                   f"that time x {P}/{j.points} (cost per point does not depend on P)")
-                records.append(rec)
-
-        if name in PROBLEMS:
-            by = {(j.method, j.P): j for j in jobs if j.method in ENGINE_METHODS}
-            for P in problem_Ps:
-                ks = {m: by.get((m, P)) for m in ENGINE_METHODS}
-                if any(v is None for v in ks.values()):
-                    continue
-                wall = {m: _med(v.wall) for m, v in ks.items()}
-                cpu = {m: _med(v.cpu) for m, v in ks.items()}
-                best = min(("sweep", "point_kernel"), key=lambda m: wall[m])
-                best_cpu = min(("sweep", "point_kernel"), key=lambda m: cpu[m])
-                choice = _choice(pb, P, backend == "cpu")
-                dispatch.append(dict(
-                    problem=name, P=P, choice=choice, fastest_wall=best, fastest_cpu=best_cpu,
-                    **{f"{m}_s": wall[m] for m in ENGINE_METHODS},
-                    **{f"{m}_cpu_s": cpu[m] for m in ENGINE_METHODS},
-                    ratio_to_fastest=wall["evaluate_path"] / wall[best],
-                    cpu_ratio_to_fastest=cpu["evaluate_path"] / cpu[best_cpu],
-                    choice_ratio_to_fastest=wall[choice] / wall[best],
-                    within_10pct=wall["evaluate_path"] <= DISPATCH_TOL * wall[best],
-                    ratio_vs_loss_landscapes=(None if peer_per_pt is None
-                                              else peer_per_pt * P / wall["evaluate_path"]),
-                    cpu_ratio_vs_loss_landscapes=(None if peer_cpu_pt is None
-                                                  else peer_cpu_pt * P / cpu["evaluate_path"]),
-                ))
-        for j in jobs:
-            if j.method == "user_function" and peer is not None and peer.points == j.points:
-                tgt = USER_TARGET.get(name, (None, None))
-                ratio = _med(peer.wall) / _med(j.wall)
-                user_rows.append(dict(
-                    problem=name, points=j.points, user_points_per_s=j.points / _med(j.wall),
-                    peer_points_per_s=peer.points / _med(peer.wall), ratio_vs_loss_landscapes=ratio,
-                    user_cpu_ms_per_point=1e3 * _med(j.cpu) / j.points,
-                    peer_cpu_ms_per_point=1e3 * _med(peer.cpu) / peer.points,
-                    cpu_ratio_vs_loss_landscapes=_med(peer.cpu) / _med(j.cpu),
-                    target=tgt[0], goal=tgt[1],
-                    met=None if tgt[0] is None else ratio >= tgt[0]))
-        _write(out, dict(meta=dict(benchmark="bench_paths", partial=True, problems_done=[
-            p for p in problems[: problems.index(name) + 1]], loadavg_per_round=round_loads),
-            records=records, dispatch=dispatch,
-            user_function=user_rows))
-
+    state = H.State(out.with_suffix(".state.json"), resume=args.resume)
+    t0 = time.perf_counter()
+    load_start = os.getloadavg()
+    cache = Path(tempfile.gettempdir()) / "jaxland_bench"
+    cache.mkdir(exist_ok=True)
+    pls = plan(args.quick, problems, args.subset)
+    print(f"{os.cpu_count()} cores, load {load_start[0]:.2f}; {processes} processes per side", flush=True)
+    for p in problems:
+        npz = str(cache / f"{p}.npz")
+        if not Path(npz).exists():
+            r = H.run_child("jax", "_sides_jax", "prepare", dict(problem_name=p, npz=npz))
+            if not r.get("ok"):
+                print(f"prepare {p} failed: {r.get('error')}", file=sys.stderr)
+                return 2
+    cfgs = H.gemm_configs(4096)
+    for p in problems:
+        cfgs += configs(p, pls[p], str(cache / f"{p}.npz"), args.max_calls, args.budget, flags)
+    H.interleaved(state, cfgs, processes, timeout=args.timeout)
     big = None
     if args.big:
-        print(f"  reference P={args.big_points} evaluate_path in a child process ...", flush=True)
-        big = run_big(args.big_points, args.big_timeout)
-        print(f"  {big}", flush=True)
-
-    mm_after = matmul_flops(mm_size)
-    load_after = os.getloadavg()
-    mm_rate = max(mm_before, mm_after)
-    for r in records:
-        if "flop_per_s" in r:
-            r["matmul_flop_per_s"] = mm_rate
-            r["flop_s_fraction_of_matmul"] = r["flop_per_s"] / mm_rate
-            r["structured_flop_s_fraction_of_matmul"] = r["structured_flop_per_s"] / mm_rate
-    total = time.perf_counter() - t_start
-
-    # ---- tables
-    hdr = (f"{'problem':<11}{'P':>6}  {'method':<16}{'seconds':>9}{'points/s':>10}{'CPU ms/pt':>10}"
-           f"{'x peer':>8}{'x peer CPU':>11}{'max rel diff':>13}")
-    print()
-    print(hdr)
-    print("-" * len(hdr))
-    for r in records:
-        print(f"{r['problem']:<11}{r['P']:>6}  {r['method'] + ('*' if r['extrapolated'] else ''):<16}"
-              f"{r['seconds']:>9.3f}{r['points_per_s']:>10.1f}{r['cpu_ms_per_point']:>10.2f}"
-              f"{_fmt(r['ratio_vs_loss_landscapes'], '>8.2f')}"
-              f"{_fmt(r['cpu_ratio_vs_loss_landscapes'], '>11.2f')}"
-              f"{_fmt(r['max_rel_diff_vs_loss_landscapes'], '>13.1e')}")
-    print("* timed on a sub-grid and extrapolated (see 'note' in the JSON). Wall and CPU: medians of "
-          "interleaved rounds; CPU is the process's user + system time (all threads).")
-    if dispatch:
-        print("\nDispatch (issue 15 §2): seconds (median wall) of each kernel, evaluate_path's choice, "
-              "its time over the faster kernel's (wall; CPU), and its ratio to the peer (wall; CPU)")
-        hdr = (f"{'problem':<11}{'P':>6}{'sweep':>9}{'point':>9}{'e_path':>9}  {'choice':<13}"
-               f"{'/fastest':>9}{'CPU':>6}{'x peer':>8}{'CPU':>7}")
-        print(hdr)
-        print("-" * len(hdr))
-        for r in dispatch:
-            print(f"{r['problem']:<11}{r['P']:>6}{r['sweep_s']:>9.3f}{r['point_kernel_s']:>9.3f}"
-                  f"{r['evaluate_path_s']:>9.3f}  {r['choice']:<13}{r['ratio_to_fastest']:>9.2f}"
-                  f"{r['cpu_ratio_to_fastest']:>6.2f}{_fmt(r['ratio_vs_loss_landscapes'], '>8.2f')}"
-                  f"{_fmt(r['cpu_ratio_vs_loss_landscapes'], '>7.2f')}")
-    if user_rows:
-        print("\nA user's own function (issue 15 §1): evaluate_path(lambda net: loss(net, x, y), path, "
-              "ts) against loss-landscapes")
-        hdr = (f"{'problem':<11}{'points':>7}{'user pts/s':>11}{'peer pts/s':>11}{'x peer':>8}"
-               f"{'user CPU ms/pt':>15}{'peer CPU ms/pt':>15}{'x CPU':>7}  target")
-        print(hdr)
-        print("-" * len(hdr))
-        for r in user_rows:
-            tgt = "" if r["target"] is None else f">= {r['target']:g}x (goal {r['goal']:g}x)"
-            print(f"{r['problem']:<11}{r['points']:>7}{r['user_points_per_s']:>11.1f}"
-                  f"{r['peer_points_per_s']:>11.1f}{r['ratio_vs_loss_landscapes']:>8.2f}"
-                  f"{r['user_cpu_ms_per_point']:>15.2f}{r['peer_cpu_ms_per_point']:>15.2f}"
-                  f"{r['cpu_ratio_vs_loss_landscapes']:>7.2f}  {tgt}")
-    print(f"\nload average {load_before[0]:.2f} before, {load_after[0]:.2f} after, per round "
-          f"{ {k: [round(v, 1) for v in vs] for k, vs in round_loads.items()} } "
-          f"({os.cpu_count()} cores; above ~1 the machine was shared and timings are noisy).")
-
-    # ---- verdicts
-    ok_values = all(r["values_ok"] is not False for r in records)
-    print(f"values within {RTOL:g} relative of loss-landscapes: {'yes' if ok_values else 'NO'}")
-    for r in dispatch:
-        tgt = SKIP_TARGET[r["problem"]]
-        ratio = r["ratio_vs_loss_landscapes"]
-        print(f"§2 {r['problem']} P={r['P']}: evaluate_path {r['ratio_to_fastest']:.2f}x the faster "
-              f"kernel's time ({'within' if r['within_10pct'] else 'NOT within'} 10 %), chose "
-              f"{r['choice']} (fastest by wall: {r['fastest_wall']}, by CPU: {r['fastest_cpu']})"
-              + ("" if ratio is None else
-                 f"; {ratio:.2f}x the peer (target >= {tgt:g}x): {'met' if ratio >= tgt else 'MISSED'}"))
-        if r["P"] == GPU_POINTS and on_gpu:
-            print(f"GPU: {GPU_POINTS} reference points in {r['evaluate_path_s']:.3f} s")
-    for r in user_rows:
-        if r["target"] is not None:
-            print(f"§1 {r['problem']}: user function {r['ratio_vs_loss_landscapes']:.2f}x the peer "
-                  f"(target >= {r['target']:g}x, goal {r['goal']:g}x): "
-                  f"{'met' if r['met'] else 'MISSED'}")
-    if big is not None:
-        if "seconds" in big:
-            peak = max(big["peak_rss_bytes"], big["device_peak_bytes"] or 0)
-            print(f"memory target: P={big['P']} points of the reference problem in {big['seconds']:.1f} s "
-                  f"({big['points_per_s']:.0f} points/s), peak memory {peak / 2**30:.2f} GiB "
-                  f"(limit 24 GiB): {'met' if big['ok'] else 'MISSED'}")
-        else:
-            print(f"memory target: P={big['P']}: MISSED ({big['error']})")
-    print(f"total wall time {total:.0f} s")
-
-    meta = dict(
-        benchmark="bench_paths", quick=args.quick, rounds=rounds, subset=subset, prime_below_s=args.prime_below,
-        command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        jax=jax.__version__, jaxland=jaxland.__version__, device=jax_device,
-        cpu_count=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
-        torch=torch_desc, matmul_size=mm_size, matmul_flop_per_s_before=mm_before,
-        matmul_flop_per_s_after=mm_after, loadavg_before=load_before, loadavg_after=load_after,
-        loadavg_per_round=round_loads, rtol=RTOL, targets=dict(
-            evaluate_path_vs_peer=SKIP_TARGET, user_function_vs_peer=USER_TARGET,
-            dispatch_tolerance=DISPATCH_TOL),
-        values_ok=ok_values, wall_s=total, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), big=big,
-    )
-    _write(out, dict(meta=meta, records=records, dispatch=dispatch, user_function=user_rows))
-    print(f"wrote {out}")
+        big = state.get("big", 0) or H.run_child("jax", "_sides_jax", "big", dict(P=100_000),
+                                                 timeout=args.timeout)
+        state.put("big", 0, big)
+    peak = H.gemm_peak(state, 4096)
+    summary = analyse(state, pls, flags, peak)
+    loads = [r["loadavg"][0] for k in state.data for r in state.data[k].values() if "loadavg" in r]
+    meta = dict(benchmark="bench_paths", quick=args.quick, processes=processes,
+                command=" ".join(["bench_paths.py", *(argv if argv is not None else sys.argv[1:])]),
+                machine=H.machine_meta(), gemm_peak=peak, loadavg_start=load_start,
+                loadavg_end=os.getloadavg(), loadavg_min=min(loads, default=0),
+                loadavg_max=max(loads, default=0),
+                loadavg_median=statistics.median(loads) if loads else None,
+                rtol=RTOL, wall_s=time.perf_counter() - t0, plan=pls, xla_flag_variants=flags,
+                peer_note="loss-landscapes with PyTorch's default threads and with OMP_NUM_THREADS=1;"
+                          " its figure is the configuration with the lower median", big=big)
+    ok_values = all(r.get("max_rel_diff_vs_peer") is None or r["max_rel_diff_vs_peer"] <= RTOL
+                    for r in summary["records"])
+    meta["values_ok"] = ok_values
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(meta=meta, **summary), indent=1))
+    md = markdown(summary, meta)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"values within {RTOL:g} of the peer: {'yes' if ok_values else 'NO'}; wrote {out} and "
+          f"{out.with_suffix('.md')} ({time.perf_counter() - t0:.0f} s)")
     return 0 if ok_values else 1
 
 

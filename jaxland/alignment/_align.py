@@ -18,7 +18,7 @@ P_g and its maximiser is a linear assignment problem with the d × d similarity 
 B̃_ℓ being B_ℓ with the other groups' permutations applied on its other axes. Each pair contributes
 one matrix product: both leaves are moved to (d, rest) and the group's pairs are concatenated along
 `rest`, so C_g is a single product A_g B_gᵀ, computed in float64 on the host, and solved with
-`scipy.optimize.linear_sum_assignment`. A step is kept only if it raises J, so the history of J
+`_assignment.linear_assignment` (scipy; a candidate graph for d ≥ 4096). A step is kept only if it raises J, so the history of J
 never decreases; the sweeps stop when no group improves (or after `max_iter`).
 
 **Relaxed start.** Algorithm 1 starts from the identity, where every group's cost is computed
@@ -53,10 +53,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
-from scipy.optimize import linear_sum_assignment
 
 from .._checks import check_positive_int
 from .._params import check_same_structure, zero_stats
+from ._assignment import linear_assignment
 from ._spec import (
     PermutationSpec,
     flatten,
@@ -252,9 +252,9 @@ def _similarity(A, B, lay: _Layout, gi: int, perms, free: frozenset = frozenset(
 
 def _assign(C: np.ndarray) -> np.ndarray:
     """The maximising assignment of a similarity matrix (consumed: negated in place, so that
-    `linear_sum_assignment` needs no copy; maximize=True would copy the d × d matrix)."""
+    the solver needs no copy; `_assignment.linear_assignment`)."""
     np.negative(C, out=C)
-    return linear_sum_assignment(C)[1]
+    return linear_assignment(C)
 
 
 def _matching_objective(A, B, lay: _Layout, perms) -> float:
