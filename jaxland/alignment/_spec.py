@@ -460,7 +460,7 @@ def traced_groups(net, apply: Callable, example_input, *, strict: bool = True) -
         return apply(rebuild(jax.tree_util.tree_unflatten(flat.treedef, leaves)), x)
 
     try:
-        an, _, leaf_vars = trace(fn, [flat.leaves[i] for i in dyn], example_input)
+        an, closed, leaf_vars = trace(fn, [flat.leaves[i] for i in dyn], example_input)
     except Exception as e:  # noqa: BLE001 - say which call failed, keep the cause
         raise ValueError(f"permutation_spec: tracing apply(net, example_input) failed with "
                          f"{type(e).__name__}: {e} (example_input of shape "
@@ -472,13 +472,40 @@ def traced_groups(net, apply: Callable, example_input, *, strict: bool = True) -
         leaf = flat.leaves[i]
         if not is_param(leaf):
             an.constant(v, leaf)  # integer leaves are not permuted: they fix what they touch
+    used_vars = {id(v) for e in closed.jaxpr.eqns for v in e.invars} | \
+        {id(v) for v in closed.jaxpr.outvars}
+    unused: list[tuple[int, Any]] = []
     for i, v in zip(dyn, leaf_vars, strict=True):
         leaf = flat.leaves[i]
         if not is_param(leaf):
             continue
+        if id(v) not in used_vars:
+            unused.append((i, v))
+            continue
         for ax, node in enumerate(an.of(v)):
             if leaf.shape[ax] > 1:
                 classes.setdefault(uf.find(node), []).append((i, ax))
+    # a leaf the computation never reads (haiku's EMA accumulator `hidden` beside the `average`
+    # that inference uses) follows a sibling leaf of the same module with the same shape; other
+    # unread leaves are left unpermuted
+    by_name = {flat.names[i]: i for i in dyn}
+    for i, v in unused:
+        parent = flat.names[i].rsplit(".", 1)[0] if "." in flat.names[i] else None
+        sib = next((j for n, j in by_name.items() if parent is not None and j != i
+                    and n.rsplit(".", 1)[0] == parent and (j, v) not in unused
+                    and getattr(flat.leaves[j], "shape", None) == flat.leaves[i].shape
+                    and id(leaf_vars[dyn.index(j)]) in used_vars), None)
+        if sib is None:
+            continue
+        for ax, node in enumerate(an.of(leaf_vars[dyn.index(sib)])):
+            if flat.leaves[i].shape[ax] > 1:
+                classes.setdefault(uf.find(node), []).append((i, ax))
+    first_producer: dict[int, tuple[int, int]] = {}
+    for li, ax in an.producers:  # leaf li is the li-th traced leaf
+        i = dyn[li]
+        node = an.of(leaf_vars[li], 0)[ax] if ax < len(an.of(leaf_vars[li], 0)) else None
+        if node is not None and flat.leaves[i].shape[ax] > 1:
+            first_producer.setdefault(uf.find(node), (i, ax))
     groups, used = {}, set()
     for root, pairs in classes.items():
         if root in uf.fixed:
@@ -493,7 +520,7 @@ def traced_groups(net, apply: Callable, example_input, *, strict: bool = True) -
                     f"{uf.undecided[root]}. Declare the groups (permutation_spec(net, {{group: "
                     f"[(leaf, axis), …]}})) or pass strict=False to leave these units unpermuted")
             continue
-        i, ax = pairs[0]
+        i, ax = first_producer.get(root, pairs[0])
         base = flat.names[i].rsplit(".", 1)[0] if "." in flat.names[i] else flat.names[i]
         name, k = base, 1
         while name in used:

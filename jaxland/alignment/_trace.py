@@ -109,6 +109,10 @@ class Analysis:
     def __init__(self):
         self.uf = _UF()
         self.nodes: dict[Any, list[int]] = {}  # (scope, var) -> node per axis
+        self.origin: dict[Any, int] = {}  # (scope, var) -> index of the leaf it is (an alias of)
+        # (leaf index, axis) of each weight axis that a dot_general / conv carries to its output,
+        # in the order of the computation: names a group by the layer that produces its units
+        self.producers: list[tuple[int, int]] = []
 
     scope: int = 0  # a jaxpr called twice (a cached ReLU, a pjit) has fresh nodes per call
     _scopes: int = 0
@@ -122,7 +126,7 @@ class Analysis:
         return self.nodes[key]
 
     # --- helpers ---
-    def join(self, u, i: int, w, j: int) -> None:
+    def join(self, u, i, w, j) -> None:
         """Join axis i of u and axis j of w when both exist and have the same size > 1."""
         nu, nw = self.of(u), self.of(w)
         if not nu or not nw:
@@ -136,12 +140,12 @@ class Analysis:
             for n in self.of(v):
                 self.uf.undecide(n, why)
 
-    def fix_axis(self, v, i: int, why: str) -> None:
+    def fix_axis(self, v, i, why: str) -> None:
         ns = self.of(v)
         if ns and v.aval.shape[i] != 1:
             self.uf.fix(ns[i], why)
 
-    def undecide_axis(self, v, i: int, why: str) -> None:
+    def undecide_axis(self, v, i, why: str) -> None:
         ns = self.of(v)
         if ns and v.aval.shape[i] != 1:
             self.uf.undecide(ns[i], why)
@@ -165,6 +169,9 @@ class Analysis:
         prim = eqn.primitive.name
         ins, outs, p = eqn.invars, eqn.outvars, eqn.params
         where = _where(eqn)
+        if prim in ("convert_element_type", "copy", "copy_p") and not _is_lit(ins[0]) and \
+                (self.scope, ins[0]) in self.origin:
+            self.origin[(self.scope, outs[0])] = self.origin[(self.scope, ins[0])]
         if prim in _ELEMENTWISE:
             for o in outs:
                 for v in ins:
@@ -275,6 +282,9 @@ class Analysis:
         outer = self.scope
         Analysis._scopes += 1
         inner = Analysis._scopes
+        for v, w in zip(ins, jx.invars, strict=True):
+            if not _is_lit(v) and (outer, v) in self.origin:
+                self.origin[(inner, w)] = self.origin[(outer, v)]
         for vs, ws in ((ins, jx.invars), (outs, jx.outvars)):
             for v, w in zip(vs, ws, strict=True):
                 nv, nw = self.of(v, outer), self.of(w, inner)
@@ -333,7 +343,13 @@ class Analysis:
             for i in range(len(v.aval.shape)):
                 if i not in used:
                     self.join(v, i, o, k)
+                    self._produces(v, i)
                     k += 1
+
+    def _produces(self, v, i) -> None:
+        leaf = None if _is_lit(v) else self.origin.get((self.scope, v))
+        if leaf is not None:
+            self.producers.append((leaf, int(i)))
 
     def _conv(self, eqn, where: str) -> None:
         (lhs, rhs), (o,) = eqn.invars, eqn.outvars
@@ -354,6 +370,7 @@ class Analysis:
             return
         self.join(lhs, ls[0], o, os_[0])
         g = p.get("feature_group_count", 1)
+        self._produces(rhs, rs[0])
         if g == 1:
             self.join(lhs, ls[1], rhs, rs[1])
             self.join(rhs, rs[0], o, os_[1])
@@ -364,6 +381,10 @@ class Analysis:
             self.undecide_all([lhs, rhs, o], f"`conv_general_dilated`{where} with "
                                              f"feature_group_count = {g} (grouped convolution) "
                                              f"has no permutation rule")
+
+
+def _is_lit(v) -> bool:
+    return _Literal is not None and isinstance(v, _Literal)
 
 
 def _where(eqn) -> str:
@@ -385,6 +406,8 @@ def trace(fn: Callable, dyn_leaves: list, x) -> tuple[Analysis, Any, list]:
     an = Analysis()
     n_leaves = len(dyn_leaves)
     leaf_vars = jx.invars[:n_leaves]
+    for i, v in enumerate(leaf_vars):
+        an.origin[(0, v)] = i
     for v in jx.invars[n_leaves:]:
         for i in range(len(v.aval.shape)):
             an.fix_axis(v, i, "an axis of the input")
