@@ -67,7 +67,7 @@ from ._spec import (
     take_axes,
 )
 
-__all__ = ["align", "AlignResult", "apply_perms", "ALIGN_METHODS"]
+__all__ = ["align", "AlignResult", "apply_perms", "ALIGN_METHODS", "function_rtol"]
 
 ALIGN_METHODS = ("weights", "activations")
 
@@ -132,7 +132,7 @@ def _check_data(data, a) -> np.ndarray | jax.Array:
     if shape is None:
         raise TypeError(f"data must be an array of inputs (N, n); got {type(data).__name__}")
     n = input_features(a)
-    if len(shape) != 2 or (n is not None and shape[1] != n):
+    if (n is not None or len(shape) < 2) and (len(shape) != 2 or (n is not None and shape[1] != n)):
         raise ValueError(f"data must have shape (N, {'n' if n is None else n}); got {tuple(shape)}")
     if shape[0] < 2:
         raise ValueError(f"data must hold at least 2 samples to correlate activations; "
@@ -142,16 +142,43 @@ def _check_data(data, a) -> np.ndarray | jax.Array:
     return data
 
 
-def _resolve_spec(spec, a) -> PermutationSpec:
+def _resolve_spec(spec, a, data=None) -> PermutationSpec:
     if spec is None:
-        return permutation_spec(a)
+        return permutation_spec(a, example_input=data)
     if isinstance(spec, PermutationSpec):
         # re-check against this network: paths exist, sizes agree
-        return permutation_spec(a, spec.as_dict(), activations=spec.activations)
+        probe = spec.probe if data is None else data
+        return permutation_spec(a, spec.as_dict(), activations=spec.activations,
+                                apply=spec.apply if probe is not None else None,
+                                example_input=probe)
     if isinstance(spec, Mapping):
-        return permutation_spec(a, spec)
+        return permutation_spec(a, spec, example_input=data)
     raise TypeError(f"spec must be None, a PermutationSpec or a mapping group -> "
                     f"[(leaf, axis), …]; got {type(spec).__name__}")
+
+
+def _check_probe(data):
+    shape = getattr(data, "shape", None)
+    if shape is None or len(shape) < 1:
+        raise TypeError(f"data must be an array, a batch of inputs (N, …); got "
+                        f"{type(data).__name__}{'' if shape is None else f' of shape {shape}'}")
+    if not isinstance(data, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(data))):
+        raise ValueError("data contains NaN or inf values")
+    return data
+
+
+def _host_leaves(flat, lay, which: str) -> dict[int, np.ndarray]:
+    """The permuted leaves on the host, refusing NaN/inf (SciPy's solver would fail on them with
+    "matrix contains invalid numeric entries", naming nothing)."""
+    out = {}
+    for li in lay.leaf_axes:
+        v = np.asarray(flat.leaves[li])
+        if not np.all(np.isfinite(v)):
+            bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+            raise ValueError(f"{which}: leaf {flat.names[li]!r} (shape {v.shape}) holds {bad} NaN "
+                             f"or inf value(s); weight matching needs finite weights")
+        out[li] = v
+    return out
 
 
 # --- shared bookkeeping ---------------------------------------------------------------------------
@@ -214,10 +241,76 @@ def apply_perms(
             raise ValueError(f"perms[{name!r}] must be a permutation of 0 … {d - 1} "
                              f"(shape ({d},)); got shape {p.shape} dtype {p.dtype}")
         ps.append(p)
+    out = _permute(flat, rebuild, lay, ps)
+    if spec.apply is not None and spec.probe is not None:
+        _check_function(net, out, spec, lambda only: _permute(flat, rebuild, lay, [
+            p if gi == only else np.arange(len(p)) for gi, p in enumerate(ps)]), ps)
+    return out
+
+
+def _permute(flat, rebuild, lay: _Layout, ps):
     leaves = list(flat.leaves)
     for li, axes in lay.leaf_axes.items():
         leaves[li] = take_axes(leaves[li], [(ps[gi], ax) for gi, ax in axes])
     return rebuild(jax.tree_util.tree_unflatten(flat.treedef, leaves))
+
+
+def function_rtol(dtype) -> float:
+    """The relative tolerance of the function check: min(10³·ε, 0.1) for the outputs' dtype.
+
+    A permutation that is a symmetry changes the outputs only by the order in which sums over the
+    permuted units are taken: reordering a sum of K terms moves it by at most (K−1)·ε·Σ|terms|
+    (Higham, Accuracy and Stability, §4.2) and typically by √K·ε, compounded over the layers. 10³·ε
+    (1.2·10⁻⁴ in float32, 2.2·10⁻¹³ in float64) covers that with a wide margin — measured on the
+    test ResNets (BatchNorm, three blocks, widths 8 … 64) the float32 change is ≤ 2·10⁻⁶ of the
+    largest output —, while a permutation that breaks a symmetry (one block's output permuted apart
+    from the residual stream) changes the outputs at O(1) relative (the issue saw F go 0.0023 →
+    0.313). Low-precision dtypes are capped at 0.1.
+    """
+    return float(min(1e3 * float(jnp.finfo(dtype).eps), 0.1))
+
+
+def _outputs(spec: PermutationSpec, net) -> list[np.ndarray]:
+    out = spec.apply(net, spec.probe)
+    return [np.asarray(o) for o in jax.tree_util.tree_leaves(out)
+            if hasattr(o, "dtype") and jnp.issubdtype(o.dtype, jnp.inexact)]
+
+
+def _mismatch(f0: list, f1: list) -> tuple[float, float]:
+    """(max |f1 − f0|, tolerance) over the output leaves."""
+    if not f0:
+        return 0.0, 0.0
+    err = max(float(np.max(np.abs(b.astype(np.float64) - a), initial=0.0))
+              for a, b in zip(f0, f1, strict=True))
+    scale = max(float(np.max(np.abs(a), initial=0.0)) for a in f0)
+    rtol = max(function_rtol(a.dtype) for a in f0)
+    if not np.isfinite(scale):
+        return 0.0, 0.0  # outputs already inf/NaN: nothing to compare
+    return err, rtol * max(scale, float(np.finfo(np.float32).tiny))
+
+
+def _check_function(net, new, spec: PermutationSpec, only, ps) -> None:
+    """Refuse a permutation that changes the outputs of `spec.apply` on `spec.probe`, naming the
+    groups that change them on their own."""
+    f0 = _outputs(spec, net)
+    err, tol = _mismatch(f0, _outputs(spec, new))
+    if not err > tol:
+        return
+    bad = []
+    for gi, g in enumerate(spec.groups):
+        if np.array_equal(ps[gi], np.arange(g.size)):
+            continue
+        e, t = _mismatch(f0, _outputs(spec, only(gi)))
+        if e > t:
+            bad.append(f"{g.name!r} (alone: {e:.3g})")
+    which = (f"the group(s) {', '.join(bad)} change it on their own" if bad else
+             "no single group changes it alone; their combination does")
+    raise ValueError(
+        f"the permutation changes the function the network computes: its outputs on the probe "
+        f"batch move by {err:.3g} (tolerance {tol:.3g}); {which}. Their (leaf, axis) pairs are "
+        f"not a symmetry of this network — e.g. a residual stream must be permuted by one group "
+        f"shared by every block whose output is added to it. Build the spec by tracing "
+        f"(permutation_spec(net, example_input=x)) or fix the declaration")
 
 
 # --- weight matching ------------------------------------------------------------------------------
@@ -402,8 +495,12 @@ def align(
     - `method`: "weights" (weight matching, Algorithm 1: coordinate ascent over the groups, one
       linear assignment per group, from a relaxed start, see the module docstring) or "activations"
       (correlation of the units' values on `data`, one linear assignment per group).
-    - `data`: inputs x of shape (N, n), N ≥ 2; required by "activations", refused by "weights".
-    - `spec`: the permutation groups: None (automatic, see `permutation_spec`), a `PermutationSpec`,
+    - `data`: a batch of inputs x (N, …): required by "activations" (N ≥ 2; (N, n) for the paper's
+      networks and `eqx.nn.MLP`). For "weights", optional: with no `spec` and a model without a
+      built-in spec, the groups are found by tracing the model on `data`
+      (``permutation_spec(a, example_input=data)``); with any spec, `data` is the probe batch of
+      the function check.
+    - `spec`: the permutation groups: None (built in, or traced from `data`), a `PermutationSpec`,
       or a mapping group name → [(leaf, axis), …] (leaves as key-path strings or `eqx.tree_at`-style
       callables). "activations" needs a spec with an `activations` function (automatic ones have
       it).
@@ -414,8 +511,16 @@ def align(
     **Returns:** an `AlignResult` (`net`, `perms`, `iterations`, `history`, `objective`,
     `converged`, `method`, `spec`).
 
-    **Raises:** ``ValueError`` for an unknown `method`, `data` missing for "activations" or given to
-    "weights", `data` of the wrong shape, a `key` given to "activations", `max_iter` < 1, `a` and
+    **Function check.** After permuting, the outputs of the spec's `apply` on its probe batch
+    (`data`, the spec's `example_input`, or a fixed random batch for the paper's networks and
+    `eqx.nn.MLP`) are compared before and after, with the relative tolerance `function_rtol`
+    (10³·ε of the outputs' dtype); a spec that changes the function is refused with an error naming
+    the group(s) that change it. A declared spec on a model with neither probe nor `apply` is not
+    checked (there is nothing to call).
+
+    **Raises:** ``ValueError`` for an unknown `method`, `data` missing for "activations",
+    `data` of the wrong shape, a NaN/inf weight (naming the leaf), a permutation that changes the
+    function (naming the group), a `key` given to "activations", `max_iter` < 1, `a` and
     `b` of different structure or shapes (naming the leaf), or a bad spec (naming the group and
     leaf); ``TypeError`` for a `key` that is not a PRNG key.
 
@@ -434,17 +539,16 @@ def align(
     # running statistics (a linen batch_stats, a haiku state, nnx BatchStats) are not parameters:
     # zero in the matching cost, permuted with their channels by apply_perms(b, ...) below
     fa, fb = flatten(zero_stats(tree_a)), flatten(zero_stats(tree_b))
-    spec = _resolve_spec(spec, a)
+    if method == "weights" and data is not None:
+        data = _check_probe(data)
+    spec = _resolve_spec(spec, a, data if method == "weights" else None)
     lay = _layout(spec, fa)
 
     if method == "weights":
-        if data is not None:
-            raise ValueError("data is used only by method='activations'; weight matching "
-                             "compares the weights alone (pass data=None)")
         key_bits = None if key is None else _check_key(key)
-        host = lambda ls: {li: np.asarray(ls[li]) for li in lay.leaf_axes}  # noqa: E731
+        A, B = _host_leaves(fa, lay, "a"), _host_leaves(fb, lay, "b")
         perms, history, iterations, converged = _weight_matching(
-            host(fa.leaves), host(fb.leaves), lay, key_bits, int(max_iter))
+            A, B, lay, key_bits, int(max_iter))
     else:
         if key is not None:
             raise ValueError("key is used only by method='weights' (the order of the groups); "

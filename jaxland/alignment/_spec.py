@@ -202,12 +202,17 @@ class PermutationSpec(eqx.Module):
       with the axis the group permutes. Every (leaf, axis) pair belongs to at most one group.
     - `activations`: None, or a function ``(net, x) -> {group name: (N, size) array}`` giving the
       value of each group's units on inputs x (for `align(method="activations")`).
+    - `apply`: None, or the function ``(net, x) -> outputs`` the groups were found from (or checked
+      with): `apply_perms` and `align` compare it before and after permuting.
+    - `probe`: None, or the inputs x (a batch) of that check.
 
     Build it with `permutation_spec`; `spec["hidden"]` is a group, `spec.names` the group names.
     """
 
     groups: tuple[PermGroup, ...] = eqx.field(static=True)
     activations: Callable | None = eqx.field(static=True, default=None)
+    apply: Callable | None = eqx.field(static=True, default=None)
+    probe: Any = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -229,6 +234,9 @@ def permutation_spec(
     groups: Mapping[str, Sequence[tuple[str | Callable, int]]] | None = None,
     *,
     activations: Callable | None = None,
+    example_input: Any = None,
+    apply: Callable | None = None,
+    strict: bool = True,
 ) -> PermutationSpec:
     """The permutation groups of `net`, built automatically or checked from a declaration.
 
@@ -242,6 +250,23 @@ def permutation_spec(
       module the paths and callables refer to its `nnx.split` state.
     - `activations`: for `align(method="activations")` with declared groups: ``(net, x) ->
       {group: (N, size) array}``, the units' values on a batch (post-activation for hidden layers).
+    - `example_input`: a batch of inputs x. With `groups` None and a model that has no built-in
+      spec, the groups are **found by tracing** ``apply(net, example_input)`` (see
+      `jaxland.alignment._trace`: units joined by an addition — a residual stream — share one group,
+      each block's inner units get their own, normalisation parameters and running statistics follow
+      their channels). With any spec it is the probe batch on which `apply_perms` and `align` check
+      that a permutation leaves the outputs unchanged.
+    - `apply`: ``(net, x) -> outputs`` for a batch x, `net` of the kind passed here. Default: for a
+      flax nnx module ``net(x)``; for the paper's networks ``net(x)``; for any other equinox module
+      (called on one sample, as equinox does) ``jax.vmap(net)(x)``. For flax linen pass e.g.
+      ``lambda v, x: model.apply(v, x)`` with `net` the variables dict (``{"params", "batch_stats"}``;
+      running statistics are permuted with their channels); for haiku ``lambda p, x: f.apply(p, None,
+      x)``, or with state ``net = (params, state)`` and ``lambda ps, x: f.apply(*ps, None, x)[0]``;
+      for an equinox model with `eqx.nn.BatchNorm`, ``net = (model, state)`` in inference mode and
+      ``lambda ms, x: jax.vmap(lambda s: ms[0](s, ms[1])[0], axis_name="batch")(x)``.
+    - `strict`: when tracing, a class of units that reaches an op the tracing cannot decide (a
+      reshape that merges the units with other axes, a gather, a scan) raises an error (True) or is
+      left unpermuted (False).
 
     **Returns:** a `PermutationSpec`.
 
@@ -252,9 +277,20 @@ def permutation_spec(
     spec.
     """
     tree, _ = split_net(net)
+    if apply is not None and not callable(apply):
+        raise TypeError(f"apply must be a callable (net, x) -> outputs; got {type(apply).__name__}")
+    if example_input is not None and not hasattr(example_input, "shape"):
+        raise TypeError(f"example_input must be an array (a batch of inputs); got "
+                        f"{type(example_input).__name__}")
     if groups is None:
-        groups, auto_act = _auto_groups(net)
-        activations = auto_act if activations is None else activations
+        if example_input is not None and (apply is not None or not _has_auto(net)):
+            groups = traced_groups(net, _default_apply(net) if apply is None else apply,
+                                   example_input, strict=bool(strict))
+        else:
+            groups, auto_act = _auto_groups(net)
+            activations = auto_act if activations is None else activations
+    if apply is None and example_input is not None:
+        apply = _default_apply(net)
     if not isinstance(groups, Mapping):
         raise TypeError(f"groups must be a mapping group name -> [(leaf, axis), …]; "
                         f"got {type(groups).__name__}")
@@ -305,7 +341,9 @@ def permutation_spec(
                                  f"leaf {first[0]!r} has {size} on axis {first[1]}")
             axes.append((lname, ax))
         out.append(PermGroup(name, size, tuple(axes)))
-    return PermutationSpec(tuple(out), activations)
+    if apply is None and example_input is None:
+        apply, example_input = _auto_check(net)
+    return PermutationSpec(tuple(out), activations, apply, example_input)
 
 
 # --- automatic specs ------------------------------------------------------------------------------
@@ -368,6 +406,131 @@ def _mlp_activations(net: eqx.nn.MLP, x: Float[Array | np.ndarray, "N n"]) -> di
     return acts
 
 
+def _has_auto(net) -> bool:
+    return isinstance(net, (SkipNet, NoSkipNet, TwoLayer, eqx.nn.MLP))
+
+
+def _default_apply(net) -> Callable:
+    """How a batch goes through `net` when the user gives no `apply`."""
+    nnx = _nnx()
+    if isinstance(net, (SkipNet, NoSkipNet, TwoLayer)) or \
+            (nnx is not None and isinstance(net, nnx.Module)):
+        return _call_batch
+    if isinstance(net, eqx.Module) and callable(net):
+        return _vmap_call
+    raise ValueError(f"permutation_spec: no default way to apply a {type(net).__name__} to a "
+                     f"batch; pass apply=lambda net, x: … (e.g. for flax linen lambda v, x: "
+                     f"model.apply(v, x), for haiku lambda p, x: f.apply(p, None, x))")
+
+
+def _call_batch(net, x):
+    return net(x)
+
+
+def _vmap_call(net, x):
+    return jax.vmap(net)(x)
+
+
+def _auto_check(net) -> tuple[Callable | None, Any]:
+    """The check of the automatic models: their outputs on a fixed random batch of 8 inputs."""
+    n = input_features(net) if _has_auto(net) else None
+    if n is None:
+        return None, None
+    dt = np.result_type(*[np.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(net)
+                          if is_param(leaf)] or [np.float32])
+    x = np.random.default_rng(0).standard_normal((8, n)).astype(dt)
+    if isinstance(net, eqx.nn.MLP):
+        x = x[:, 0] if net.in_size == "scalar" else x
+        return _vmap_call, x
+    return _call_batch, x
+
+
+def traced_groups(net, apply: Callable, example_input, *, strict: bool = True) -> dict:
+    """The groups {name: [(leaf path, axis), …]} found by tracing ``apply(net, example_input)``."""
+    from ._trace import trace
+
+    tree, rebuild = split_net(net)
+    flat = flatten(tree)
+    dyn = [i for i, leaf in enumerate(flat.leaves) if eqx.is_array(leaf)]
+
+    def fn(values, x):
+        leaves = list(flat.leaves)
+        for i, v in zip(dyn, values, strict=True):
+            leaves[i] = v
+        return apply(rebuild(jax.tree_util.tree_unflatten(flat.treedef, leaves)), x)
+
+    try:
+        an, closed, leaf_vars = trace(fn, [flat.leaves[i] for i in dyn], example_input)
+    except Exception as e:  # noqa: BLE001 - say which call failed, keep the cause
+        raise ValueError(f"permutation_spec: tracing apply(net, example_input) failed with "
+                         f"{type(e).__name__}: {e} (example_input of shape "
+                         f"{tuple(np.shape(example_input))}: a batch of inputs; pass apply= for a "
+                         f"model that is not called as net(x))") from e
+    uf = an.uf
+    classes: dict[int, list[tuple[int, int]]] = {}
+    for i, v in zip(dyn, leaf_vars, strict=True):
+        leaf = flat.leaves[i]
+        if not is_param(leaf):
+            an.constant(v, leaf)  # integer leaves are not permuted: they fix what they touch
+    used_vars = {id(v) for e in closed.jaxpr.eqns for v in e.invars} | \
+        {id(v) for v in closed.jaxpr.outvars}
+    unused: list[tuple[int, Any]] = []
+    for i, v in zip(dyn, leaf_vars, strict=True):
+        leaf = flat.leaves[i]
+        if not is_param(leaf):
+            continue
+        if id(v) not in used_vars:
+            unused.append((i, v))
+            continue
+        for ax, node in enumerate(an.of(v)):
+            if leaf.shape[ax] > 1:
+                classes.setdefault(uf.find(node), []).append((i, ax))
+    # a leaf the computation never reads (haiku's EMA accumulator `hidden` beside the `average`
+    # that inference uses) follows a sibling leaf of the same module with the same shape; other
+    # unread leaves are left unpermuted
+    by_name = {flat.names[i]: i for i in dyn}
+    for i, v in unused:
+        parent = flat.names[i].rsplit(".", 1)[0] if "." in flat.names[i] else None
+        sib = next((j for n, j in by_name.items() if parent is not None and j != i
+                    and n.rsplit(".", 1)[0] == parent and (j, v) not in unused
+                    and getattr(flat.leaves[j], "shape", None) == flat.leaves[i].shape
+                    and id(leaf_vars[dyn.index(j)]) in used_vars), None)
+        if sib is None:
+            continue
+        for ax, node in enumerate(an.of(leaf_vars[dyn.index(sib)])):
+            if flat.leaves[i].shape[ax] > 1:
+                classes.setdefault(uf.find(node), []).append((i, ax))
+    first_producer: dict[int, tuple[int, int]] = {}
+    for li, ax in an.producers:  # leaf li is the li-th traced leaf
+        i = dyn[li]
+        node = an.of(leaf_vars[li], 0)[ax] if ax < len(an.of(leaf_vars[li], 0)) else None
+        if node is not None and flat.leaves[i].shape[ax] > 1:
+            first_producer.setdefault(uf.find(node), (i, ax))
+    groups, used = {}, set()
+    for root, pairs in classes.items():
+        if root in uf.fixed:
+            continue
+        if root in uf.undecided:
+            if strict:
+                i, ax = pairs[0]
+                raise ValueError(
+                    f"permutation_spec: cannot decide how to permute axis {ax} of leaf "
+                    f"{flat.names[i]!r} (shape {tuple(flat.leaves[i].shape)}; with "
+                    f"{len(pairs) - 1} other leaf axes joined to it): its units reach "
+                    f"{uf.undecided[root]}. Declare the groups (permutation_spec(net, {{group: "
+                    f"[(leaf, axis), …]}})) or pass strict=False to leave these units unpermuted")
+            continue
+        i, ax = first_producer.get(root, pairs[0])
+        base = flat.names[i].rsplit(".", 1)[0] if "." in flat.names[i] else flat.names[i]
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}#{k}"
+        used.add(name)
+        groups[name] = [(flat.names[j], a) for j, a in pairs]
+    return groups
+
+
 def _auto_groups(net) -> tuple[dict, Callable | None]:
     if isinstance(net, (SkipNet, NoSkipNet)):
         return _skip_groups(net), _skip_activations
@@ -375,9 +538,10 @@ def _auto_groups(net) -> tuple[dict, Callable | None]:
         return {"hidden": [("W1", 0), ("W2", 1)]}, _two_activations
     if isinstance(net, eqx.nn.MLP):
         return _mlp_groups(net), _mlp_activations
-    raise ValueError(f"no automatic permutation spec for {type(net).__name__} (automatic: "
-                     f"jaxland.SkipNet, NoSkipNet, TwoLayer, eqx.nn.MLP); pass spec={{group: "
-                     f"[(leaf, axis), …]}} or a PermutationSpec")
+    raise ValueError(f"no built-in permutation spec for {type(net).__name__} (built in: "
+                     f"jaxland.SkipNet, NoSkipNet, TwoLayer, eqx.nn.MLP): pass example_input=x (a "
+                     f"batch; align: data=x) to find the groups by tracing the model, or declare "
+                     f"them: spec={{group: [(leaf, axis), …]}} or a PermutationSpec")
 
 
 def input_features(net) -> int | None:
