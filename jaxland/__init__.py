@@ -81,6 +81,7 @@ from .landscape import (
 from .model import (
     LOSSES as LOSSES,
     AbstractSkipLayers as AbstractSkipLayers,
+    DigitsResNet as DigitsResNet,
     FitResult as FitResult,
     Linear as Linear,
     LossFn as LossFn,
@@ -89,8 +90,10 @@ from .model import (
     ResidualLinear as ResidualLinear,
     SkipNet as SkipNet,
     TwoLayer as TwoLayer,
+    batch_stats_loss as batch_stats_loss,
     check_data as check_data,
     data_loss as data_loss,
+    digits_images as digits_images,
     embed_two_layer as embed_two_layer,
     fit as fit,
     get_loss as get_loss,
@@ -103,6 +106,8 @@ from .model import (
     relu as relu,
     relu_net as relu_net,
     softmax_cross_entropy as softmax_cross_entropy,
+    train_digits_resnet as train_digits_resnet,
+    trainable as trainable,
 )
 from .search import (
     SEARCH_METHODS as SEARCH_METHODS,

@@ -30,5 +30,14 @@ from ._objective import (
     objective as objective,
     objective_fn as objective_fn,
 )
+from ._resnet import (
+    DigitsResNet as DigitsResNet,
+    ResidualBlock as ResidualBlock,
+    batch_stats_loss as batch_stats_loss,
+    digits_images as digits_images,
+    full_batch_loss as full_batch_loss,
+    train_digits_resnet as train_digits_resnet,
+    trainable as trainable,
+)
 from ._regularizer import regularizer as regularizer
 from ._train import FitResult as FitResult, fit as fit
