@@ -244,7 +244,8 @@ def _fake_job(far: float = 1000.0):
     zoom = rp._zoom_window(frame, 0.25)
     full = rp._full_window(frame, paths, 0.25)
     assert rp._needs_overview(zoom, full)
-    L = rp._linthresh(zoom)
+    L = rp._linthresh(zoom, full)
+    assert None not in L  # the excursion reaches past 5 L on both axes
 
     def grid(lo, hi, symlog):
         al = rp._symlog_grid(lo[0], hi[0], L[0], 31) if symlog else np.linspace(lo[0], hi[0], 31)
@@ -309,6 +310,9 @@ def test_symlog_grid_spans_the_window_and_is_even_in_the_picture():
     np.testing.assert_allclose(np.diff(u), np.diff(u)[0], rtol=1e-9)  # even steps on the axis
     assert np.sum(np.abs(g) <= 14.0) >= 8  # the linear part keeps its share of the points
     np.testing.assert_allclose(rp._symlog_inv(rp._symlog(g, 14.0), 14.0), g, rtol=1e-12)
+    # an overview axis that stays within 5 L of the origin is linear (the quick preset's β)
+    zoom = (np.array([-2.0, -3.0]), np.array([9.0, 8.0]))
+    assert rp._linthresh(zoom, (np.array([-3.0, -3.5]), np.array([60.0, 8.3]))) == [9.0, None]
 
 
 def test_format_barrier_prints_rounding_as_zero():

@@ -696,6 +696,9 @@ def scaling(
     _atomic_write(out / "scaling.json", json.dumps(to_jsonable(report), indent=1).encode())
     for f in fits:
         e = f["excess"]
+        if e["no_fit"] and not math.isfinite(e["slope"]):
+            log(f"n={f['n']} eta={f['eta']}: no slopes: {e['no_fit']}")
+            continue
         log(f"n={f['n']} eta={f['eta']}: excess slope {e['slope']:.3f} "
             f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}] ({e['points']} points), merge loss-rise slope "
             f"{f['merge_loss_rise']['slope']:.3f}, merge-angle slope {f['merge_angle']['slope']:.3f}; "
