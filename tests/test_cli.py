@@ -170,19 +170,23 @@ def test_missing_matplotlib_is_reported_before_any_work(tmp_path, capsys, monkey
     assert not out.exists()  # nothing computed, nothing created
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+_WITH_DEFAULT_SIGINT = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('jaxland', run_name='__main__', alter_sys=True)"
+)
 
 
 def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
     """SIGINT while the first kernels compile: exit code 130 and one line about resuming
     (before: a traceback and a segmentation fault, exit −11)."""
     out = tmp_path / "run"
-    # SIGINT back to its default in the child: a parent that ignores it (nohup, a backgrounded job
-    # of a non-interactive shell) passes SIG_IGN on through exec, and the child would never see it
-    p = subprocess.Popen([sys.executable, "-m", "jaxland", "reproduce", "--preset", "tiny", "--out",
-                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=_default_sigint)
+    # SIGINT back to Python's default in the child: a parent that ignores it (nohup, a backgrounded
+    # job of a non-interactive shell) passes SIG_IGN on through exec, and Python then installs no
+    # KeyboardInterrupt handler. (Set in the child's own first line, not by a preexec_fn, which
+    # would fork this multithreaded JAX process.)
+    p = subprocess.Popen([sys.executable, "-c", _WITH_DEFAULT_SIGINT, "reproduce", "--preset",
+                          "tiny", "--out", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         seen = []
         # the first progress line: the data are loaded, the networks are built and compiled next

@@ -692,7 +692,9 @@ def scaling(
         "figures": [],
     }
     if figures:
-        report["figures"] = _figures(out, rows, pairs, fits, s)
+        with log.stage("figures", 30.0, "drawing scaling_excess.png and scaling_barriers.png",
+                       event=False):
+            report["figures"] = _figures(out, rows, pairs, fits, s)
     _atomic_write(out / "scaling.json", json.dumps(to_jsonable(report), indent=1).encode())
     for f in fits:
         e = f["excess"]
