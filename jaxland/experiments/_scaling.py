@@ -179,8 +179,8 @@ def fit_slope(m, values, level: float = 0.95, floor: float = 0.0) -> dict:
            "points": int(ok.sum()), "left_out": int((~ok).sum()), "distinct_m": int(np.unique(x).size),
            "no_fit": None}
     if np.unique(x).size < 2:
-        left = f" ({out['left_out']} values <= {floor:g} or not finite left out)" if out["left_out"] \
-            else ""
+        k = out["left_out"]
+        left = f" ({k} value{'s' if k != 1 else ''} <= {floor:g} or not finite left out)" if k else ""
         out["no_fit"] = (f"too few widths to fit: {out['distinct_m']} distinct m with a usable value"
                          f"{left}; a slope needs 2, its interval 3 points")
         return out
