@@ -170,19 +170,23 @@ def test_missing_matplotlib_is_reported_before_any_work(tmp_path, capsys, monkey
     assert not out.exists()  # nothing computed, nothing created
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+_WITH_DEFAULT_SIGINT = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('jaxland', run_name='__main__', alter_sys=True)"
+)
 
 
 def test_ctrl_c_during_compilation_exits_130_with_a_resume_line(tmp_path):
     """SIGINT while the first kernels compile: exit code 130 and one line about resuming
     (before: a traceback and a segmentation fault, exit −11)."""
     out = tmp_path / "run"
-    # SIGINT back to its default in the child: a parent that ignores it (nohup, a backgrounded job
-    # of a non-interactive shell) passes SIG_IGN on through exec, and the child would never see it
-    p = subprocess.Popen([sys.executable, "-m", "jaxland", "reproduce", "--preset", "tiny", "--out",
-                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=_default_sigint)
+    # SIGINT back to Python's default in the child: a parent that ignores it (nohup, a backgrounded
+    # job of a non-interactive shell) passes SIG_IGN on through exec, and Python then installs no
+    # KeyboardInterrupt handler. (Set in the child's own first line, not by a preexec_fn, which
+    # would fork this multithreaded JAX process.)
+    p = subprocess.Popen([sys.executable, "-c", _WITH_DEFAULT_SIGINT, "reproduce", "--preset",
+                          "tiny", "--out", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         seen = []
         # the first progress line: the data are loaded, the networks are built and compiled next
@@ -244,7 +248,8 @@ def _fake_job(far: float = 1000.0):
     zoom = rp._zoom_window(frame, 0.25)
     full = rp._full_window(frame, paths, 0.25)
     assert rp._needs_overview(zoom, full)
-    L = rp._linthresh(zoom)
+    L = rp._linthresh(zoom, full)
+    assert None not in L  # the excursion reaches past 5 L on both axes
 
     def grid(lo, hi, symlog):
         al = rp._symlog_grid(lo[0], hi[0], L[0], 31) if symlog else np.linspace(lo[0], hi[0], 31)
@@ -309,6 +314,9 @@ def test_symlog_grid_spans_the_window_and_is_even_in_the_picture():
     np.testing.assert_allclose(np.diff(u), np.diff(u)[0], rtol=1e-9)  # even steps on the axis
     assert np.sum(np.abs(g) <= 14.0) >= 8  # the linear part keeps its share of the points
     np.testing.assert_allclose(rp._symlog_inv(rp._symlog(g, 14.0), 14.0), g, rtol=1e-12)
+    # an overview axis that stays within 5 L of the origin is linear (the quick preset's β)
+    zoom = (np.array([-2.0, -3.0]), np.array([9.0, 8.0]))
+    assert rp._linthresh(zoom, (np.array([-3.0, -3.5]), np.array([60.0, 8.3]))) == [9.0, None]
 
 
 def test_format_barrier_prints_rounding_as_zero():

@@ -80,3 +80,12 @@ def test_installed_versions_satisfy_the_bounds_and_equal_them_under_test_min():
             assert _version_tuple(have) >= _version_tuple(low), (name, have, low)
     if pinned_file:
         assert Path(pinned_file).read_text() == tool.constraints()
+
+
+def test_readme_states_the_tested_lowest_versions():
+    """The README's "Installing as a library" names the lowest versions that test-min installs."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Installing as a library", 1)[1]
+    stated = section.split("and the latest installed", 1)[0]
+    for name, v in _tool().lower_bounds().items():
+        assert f"{name} {v}" in stated, f"README does not state {name} {v} as tested"

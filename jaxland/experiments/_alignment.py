@@ -553,7 +553,8 @@ def alignment(
         "figures": [],
     }
     if figures:
-        report["figures"] = [_figure(out / "alignment.png", rows, drows, s)]
+        with log.stage("figures", 30.0, "drawing alignment.png", event=False):
+            report["figures"] = [_figure(out / "alignment.png", rows, drows, s)]
     report = json.loads(json.dumps(to_jsonable(report)))
     _atomic_write(out / "alignment.json", json.dumps(report, indent=1).encode())
     return report

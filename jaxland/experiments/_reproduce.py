@@ -289,8 +289,9 @@ def reproduce(
                 lin = None
                 alphas, betas = np.linspace(lo[0], hi[0], g), np.linspace(lo[1], hi[1], g)
             else:
-                lin = _linthresh(zoom)
-                alphas, betas = (_symlog_grid(lo[i], hi[i], lin[i], g) for i in (0, 1))
+                lin = _linthresh(zoom, (lo, hi))
+                alphas, betas = (np.linspace(lo[i], hi[i], g) if lin[i] is None else
+                                 _symlog_grid(lo[i], hi[i], lin[i], g) for i in (0, 1))
             with log.stage(name, _expected("plane", preset),
                            f"F on a {g}×{g} grid of the plane through ξ_A, ξ_B, ξ* ({name})"):
                 sl = plane_slice(F, net_a, net_b, star_skip, alphas=alphas, betas=betas)
@@ -441,10 +442,18 @@ def _full_window(frame: Slice, paths: dict, margin: float) -> tuple[np.ndarray, 
     return _bbox(xy, margin)
 
 
-def _linthresh(zoom) -> np.ndarray:
-    """Per axis, the half-width of the linear part of the overview's symlog axes: the zoom window
-    lies inside [−L, L], so it is drawn to a linear scale and the far excursions logarithmically."""
-    return np.maximum(np.abs(np.asarray(zoom[0], np.float64)), np.abs(np.asarray(zoom[1], np.float64)))
+SYMLOG_BEYOND = 5.0  # an overview axis is symlog when the extent reaches past 5 L (else linear)
+
+
+def _linthresh(zoom, full=None) -> list:
+    """Per axis, the half-width L of the linear part of the overview's symlog axes: the zoom window
+    lies inside [−L, L], so it is drawn to a linear scale and the far excursions logarithmically.
+    None for an axis of `full` that stays within `SYMLOG_BEYOND` × L (a linear axis is clearer)."""
+    L = np.maximum(np.abs(np.asarray(zoom[0], np.float64)), np.abs(np.asarray(zoom[1], np.float64)))
+    if full is None:
+        return [float(v) for v in L]
+    reach = np.maximum(np.abs(np.asarray(full[0], np.float64)), np.abs(np.asarray(full[1], np.float64)))
+    return [float(v) if r > SYMLOG_BEYOND * v else None for v, r in zip(L, reach, strict=True)]
 
 
 def _symlog(x, L):
@@ -568,9 +577,10 @@ def _plane_figure(planes: dict, paths: dict, anchor_F):
         cb2 = fig.colorbar(cs2, ax=ax2, format="%.2g")
         cb2.set_label("F (log colour scale" + (f"; above {OVERVIEW_TOP:g}× max F at the minima: "
                                                "top colour)" if clipped else ")"), fontsize=8)
-        if "linthresh" in overview:
-            L = np.asarray(overview["linthresh"], np.float64)
+        L = list(overview.get("linthresh") or (None, None))
+        if L[0] is not None:
             ax2.set_xscale("symlog", linthresh=float(L[0]))
+        if L[1] is not None:
             ax2.set_yscale("symlog", linthresh=float(L[1]))
         _draw_paths(ax2, paths, in_plane)
         ax2.plot(an[:, 0], an[:, 1], "o", color="white", mec="k", ms=4, zorder=5)
@@ -578,10 +588,9 @@ def _plane_figure(planes: dict, paths: dict, anchor_F):
                                 fill=False, ec="white", lw=1.2, ls="--", zorder=6))
         ax2.set_xlim(al2.min(), al2.max())
         ax2.set_ylim(be2.min(), be2.max())
-        symlog = "linthresh" in overview
-        ax2.set_xlabel("α" + (" (linear inside the dashed window, logarithmic beyond)"
-                              if symlog else ""), fontsize=9)
-        ax2.set_ylabel("β" + (" (symlog, like α)" if symlog else ""), fontsize=9)
+        beyond = " (linear on the dashed window, logarithmic beyond)"
+        ax2.set_xlabel("α" + (beyond if L[0] is not None else ""), fontsize=9)
+        ax2.set_ylabel("β" + (beyond if L[1] is not None else ""), fontsize=9)
         ax2.set_title("the whole extent of the projected paths (dashed: the left panel)",
                       fontsize=10)
     fig.suptitle("F on the plane through ξ_A, ξ_B, ξ*: the straight segments lie in it; the other "

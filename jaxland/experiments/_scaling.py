@@ -179,8 +179,8 @@ def fit_slope(m, values, level: float = 0.95, floor: float = 0.0) -> dict:
            "points": int(ok.sum()), "left_out": int((~ok).sum()), "distinct_m": int(np.unique(x).size),
            "no_fit": None}
     if np.unique(x).size < 2:
-        left = f" ({out['left_out']} values <= {floor:g} or not finite left out)" if out["left_out"] \
-            else ""
+        k = out["left_out"]
+        left = f" ({k} value{'s' if k != 1 else ''} <= {floor:g} or not finite left out)" if k else ""
         out["no_fit"] = (f"too few widths to fit: {out['distinct_m']} distinct m with a usable value"
                          f"{left}; a slope needs 2, its interval 3 points")
         return out
@@ -692,10 +692,15 @@ def scaling(
         "figures": [],
     }
     if figures:
-        report["figures"] = _figures(out, rows, pairs, fits, s)
+        with log.stage("figures", 30.0, "drawing scaling_excess.png and scaling_barriers.png",
+                       event=False):
+            report["figures"] = _figures(out, rows, pairs, fits, s)
     _atomic_write(out / "scaling.json", json.dumps(to_jsonable(report), indent=1).encode())
     for f in fits:
         e = f["excess"]
+        if e["no_fit"] and not math.isfinite(e["slope"]):
+            log(f"n={f['n']} eta={f['eta']}: no slopes: {e['no_fit']}")
+            continue
         log(f"n={f['n']} eta={f['eta']}: excess slope {e['slope']:.3f} "
             f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}] ({e['points']} points), merge loss-rise slope "
             f"{f['merge_loss_rise']['slope']:.3f}, merge-angle slope {f['merge_angle']['slope']:.3f}; "
