@@ -187,14 +187,175 @@ class TheoremPath(AbstractPath):
 
 
 def _path_at(path: TheoremPath, t) -> PyTree:
-    k, s = path._locate(check_t(t))
-    # closures, not bound methods: equinox hashes a bound method by its (possibly traced) fields
-    return path.convert(lax.switch(k, [(lambda s, g=g: g(s)) for g in path.segments], s))
+    return _grouped_point(path, check_t(t), "call")
 
 
 def _diag_at(path: TheoremPath, t) -> tuple[Array, Array]:
-    k, s = path._locate(check_t(t))
-    return lax.switch(k, [(lambda s, g=g: g.diag(s)) for g in path.segments], s)
+    return _grouped_point(path, check_t(t), "diag")
+
+
+# ----------------------------------------------------------------------------------------------
+# many points at once: a batching rule that groups the points by segment
+#
+# `jax.vmap` of `lax.switch` over a batched index becomes a select that evaluates *every* segment at
+# *every* point, so `jit(vmap(path))` of a Theorem 11 path holds one batched SVD (`lapack_dgesdd_ffi`)
+# per pseudo-inverse segment (four for a SkipNet path), all independent. jaxlib's CPU LAPACK kernels
+# (0.10.x) split a large batch over XLA's intra-op thread pool and *block* a pool worker until the
+# pieces are done; when the thunk executor starts as many of these calls at once as the pool has
+# threads (2 on a 2-core machine), every worker waits for pieces that no free worker can run: the
+# program deadlocks (issue 19; `tests/regressions/test_lapack_pool_deadlock.py` keeps a pure-jax
+# reproduction). The rule below sorts the points by segment into chunks of one segment each and runs
+# the chunks in a `lax.map`: each point costs one segment, and the path issues one LAPACK call at a
+# time (a `lax.switch` on a scalar inside a loop), so no two of them can wait on each other.
+
+
+def _point_fns(path: TheoremPath, which: str):
+    """Branch k: t ↦ segment k at s = clip(tS − k, 0, 1) (what `_locate` computes for t in segment
+    k), as the endpoints' type ("call") or its diagnostics ("diag")."""
+    S = path.num_segments
+
+    def branch(g, k):
+        def fn(t):
+            s = jnp.clip(t * S - k, 0, 1)
+            return path.convert(g(s)) if which == "call" else g.diag(s)
+
+        return fn
+
+    return [branch(g, k) for k, g in enumerate(path.segments)]
+
+
+def _plain_point(path: TheoremPath, t, which: str):
+    """The point at one t: `lax.switch` on its segment (what a vmap of it turns into a select)."""
+    k, _ = path._locate(t)
+    # closures, not bound methods: equinox hashes a bound method by its (possibly traced) fields
+    return lax.switch(k, _point_fns(path, which), jnp.asarray(t, path.dtype))
+
+
+def _chunk_size(P: int, S: int) -> int:
+    """Points per chunk: about P/S (one chunk per segment for evenly spread points), at most 256."""
+    return int(min(256, max(1, -(-P // S))))
+
+
+def _grouped_batch(path: TheoremPath, ts, which: str, with_dt: bool):
+    """The points at every t of `ts` (P,), grouped by segment: leaves (P, ...) in the order of ts;
+    with `with_dt` also their derivatives d/dt (forward mode, one tangent per point)."""
+    S = path.num_segments
+    P = ts.shape[0]
+    ts = jnp.asarray(ts, path.dtype)
+    k, _ = path._locate(ts)
+    bs = _chunk_size(P, S)
+    # segment j needs ⌈n_j/bs⌉ chunks; Σ_j ⌈n_j/bs⌉ ≤ (P + S(bs − 1))/bs
+    NC = (P + S * (bs - 1)) // bs
+    order = jnp.argsort(k, stable=True)
+    ks = k[order]
+    counts = jnp.bincount(k, length=S)
+    first = jnp.cumsum(counts) - counts
+    rank = jnp.arange(P) - first[ks]
+    nch = (counts + bs - 1) // bs
+    cfirst = jnp.cumsum(nch) - nch
+    chunk = cfirst[ks] + rank // bs
+    slot = rank % bs
+    chunk_k = jnp.full((NC,), S, jnp.int32).at[chunk].set(ks)  # S: an unused chunk (no work)
+    chunk_t = jnp.zeros((NC, bs), ts.dtype).at[chunk, slot].set(ts[order])
+
+    fns = _point_fns(path, which)
+
+    def leaves_of(fn):
+        if not with_dt:
+            return lambda t: jax.tree.leaves(fn(t))
+
+        def both(t):
+            y, dy = jax.jvp(fn, (t,), (jnp.ones_like(t),))
+            return jax.tree.leaves(y), jax.tree.leaves(dy)
+
+        return both
+
+    branches = [leaves_of(fn) for fn in fns]
+    shapes = jax.eval_shape(branches[0], ts[0])
+    branches.append(lambda t: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
+
+    def run_chunk(args):
+        kc, tc = args
+        return jax.vmap(lambda t: lax.switch(kc, branches, t))(tc)
+
+    out = lax.map(run_chunk, (chunk_k, chunk_t))
+    # back to the order of ts: point order[i] sits at (chunk[i], slot[i])
+    c_of = jnp.zeros((P,), jnp.int32).at[order].set(chunk.astype(jnp.int32))
+    s_of = jnp.zeros((P,), jnp.int32).at[order].set(slot.astype(jnp.int32))
+    out = jax.tree.map(lambda a: a[c_of, s_of], out)
+    treedef = jax.tree.structure(jax.eval_shape(fns[0], ts[0]))
+    if with_dt:
+        return jax.tree.unflatten(treedef, out[0]), jax.tree.unflatten(treedef, out[1])
+    return jax.tree.unflatten(treedef, out)
+
+
+def _grouped_point(path: TheoremPath, t, which: str):
+    """The point at a scalar t (the `lax.switch` of `_plain_point`) with a batching rule: under
+    `jax.vmap` over t alone the points are grouped by segment (`_grouped_batch`); when the path's
+    own arrays are batched too (a vmap over paths) it falls back to the plain vmap.
+
+    Differentiable: `jax.custom_vmap` has no reverse mode, so it sits under a `jax.custom_jvp`. With
+    respect to t the derivative is computed with the point (forward mode, grouped too) and the
+    tangent is dγ/dt · dt, which transposes; with respect to the path's arrays the rule
+    differentiates the plain switch (a vmap of that gradient evaluates every segment at every
+    point again)."""
+    dyn, static = eqx.partition(path, eqx.is_array)
+
+    def plain(dyn, t):
+        return _plain_point(eqx.combine(dyn, static), t, which)
+
+    def batched_plain(axis_size, in_batched, dyn, t, *, with_dt):
+        dyn_b, t_b = in_batched
+        axes = jax.tree.map(lambda b: 0 if b else None, dyn_b)
+        if with_dt:
+            f = lambda d, s: jax.jvp(lambda s: plain(d, s), (s,), (jnp.ones_like(s),))
+        else:
+            f = plain
+        return jax.vmap(f, in_axes=(axes, 0 if t_b else None), axis_size=axis_size)(dyn, t)
+
+    def rule(with_dt):
+        def vmap_rule(axis_size, in_batched, dyn, t):
+            dyn_b, t_b = in_batched
+            if t_b and not any(jax.tree.leaves(dyn_b)):
+                out = _grouped_batch(eqx.combine(dyn, static), t, which, with_dt)
+            else:
+                out = batched_plain(axis_size, in_batched, dyn, t, with_dt=with_dt)
+            return out, jax.tree.map(lambda _: True, out)
+
+        return vmap_rule
+
+    value = jax.custom_batching.custom_vmap(plain)
+    value.def_vmap(rule(False))
+    value_dt = jax.custom_batching.custom_vmap(
+        lambda dyn, t: jax.jvp(lambda s: plain(dyn, s), (t,), (jnp.ones_like(t),)))
+    value_dt.def_vmap(rule(True))
+
+    @jax.custom_jvp
+    def point(dyn, t):
+        return value(dyn, t)
+
+    def point_jvp(primals, tangents):
+        dyn, t = primals
+        ddyn, dt = tangents
+        if all(type(z) is jax.custom_derivatives.SymbolicZero for z in jax.tree.leaves(ddyn)):
+            y, dy = value_dt(dyn, t)
+            if type(dt) is jax.custom_derivatives.SymbolicZero:
+                return y, jax.tree.map(jnp.zeros_like, y)
+            return y, jax.tree.map(lambda d: d * dt, dy)
+        ddyn = jax.tree.map(_instantiate, ddyn, dyn)
+        return jax.jvp(plain, (dyn, t), (ddyn, _instantiate(dt, t)))
+
+    point.defjvp(point_jvp, symbolic_zeros=True)
+    return point(dyn, jnp.asarray(t, path.dtype))
+
+
+def _instantiate(z, like):
+    """A tangent as an array: a symbolic zero becomes zeros (float0 for an integer or bool leaf)."""
+    if type(z) is jax.custom_derivatives.SymbolicZero:
+        if jnp.issubdtype(jnp.result_type(like), jnp.inexact):
+            return jnp.zeros(jnp.shape(like), jnp.result_type(like))
+        return np.zeros(jnp.shape(like), jax.dtypes.float0)
+    return z
 
 
 def _compiled_call(fn, path, t):
