@@ -284,7 +284,11 @@ def test_eqx_state_is_not_a_parameter():
 def test_different_widths_name_the_first_differing_leaf():
     a = eqx.nn.MLP(3, 1, width_size=8, depth=1, key=jax.random.PRNGKey(0))
     b = eqx.nn.MLP(3, 1, width_size=16, depth=1, key=jax.random.PRNGKey(1))
-    for call in (lambda: jl.paths.linear(a, b), lambda: jl.fit_curve(lambda m: 0.0, a, b)):
+    calls = [lambda: jl.paths.linear(a, b), lambda: jl.fit_curve(lambda m: 0.0, a, b),
+             lambda: jl.align(a, b), lambda: jl.hvp(lambda m: 0.0, a, b),
+             lambda: jl.paths.from_function(lambda t: b, start_like=a),
+             lambda: jl.trajectory_directions([b, a, a], num=1)]
+    for call in calls:
         with pytest.raises(ValueError) as info:
             call()
         msg = str(info.value)
