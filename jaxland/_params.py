@@ -30,7 +30,8 @@ every floating leaf (parameters and statistics: what a stack of path points vari
 Names: `partition`, `partition_floating`, `stat_flags`, `lerp_stats`, `zero_stats`, `combine`,
 `ravel` (with its inverse `Unravel`), `check_params`, `tree_scale`, `num_params`, `param_dtype`,
 `tree_dot`, `tree_norm`, `tree_sub`, `tree_axpy`, `tree_lerp`, `tree_combination`, `stack_trees`,
-`tree_index`, `num_stacked`, `check_same_structure`, `first_difference`, `check_joinable`, `leaf_paths`.
+`tree_index`, `num_stacked`, `check_same_structure`, `first_difference`, `check_joinable`,
+`leaf_paths`.
 """
 
 from __future__ import annotations
