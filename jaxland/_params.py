@@ -30,7 +30,8 @@ every floating leaf (parameters and statistics: what a stack of path points vari
 Names: `partition`, `partition_floating`, `stat_flags`, `lerp_stats`, `zero_stats`, `combine`,
 `ravel` (with its inverse `Unravel`), `check_params`, `tree_scale`, `num_params`, `param_dtype`,
 `tree_dot`, `tree_norm`, `tree_sub`, `tree_axpy`, `tree_lerp`, `tree_combination`, `stack_trees`,
-`tree_index`, `num_stacked`, `check_same_structure`, `check_joinable`, `leaf_paths`.
+`tree_index`, `num_stacked`, `check_same_structure`, `first_difference`, `check_joinable`,
+`leaf_paths`.
 """
 
 from __future__ import annotations
@@ -380,7 +381,7 @@ def _shape_of(x) -> str:
     return type(x).__name__
 
 
-def _first_difference(a: PyTree, b: PyTree) -> str:
+def first_difference(a: PyTree, b: PyTree) -> str:
     """A short description of where two trees of different structure first differ: the first leaf
     path present in only one of them or holding arrays of different shapes, else the first
     differing node of the tree definitions."""
@@ -411,7 +412,7 @@ def check_same_structure(a: PyTree, b: PyTree, names=("a", "b")) -> None:
     ta, tb = jax.tree.structure(a), jax.tree.structure(b)
     if ta != tb:
         raise ValueError(f"{names[0]} and {names[1]} have different tree structures, "
-                         f"{_first_difference(a, b)}")
+                         f"{first_difference(a, b)}")
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     for path, u, v in zip(leaf_paths(a), la, lb, strict=True):
         if is_param(u) != is_param(v):

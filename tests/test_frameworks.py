@@ -284,7 +284,11 @@ def test_eqx_state_is_not_a_parameter():
 def test_different_widths_name_the_first_differing_leaf():
     a = eqx.nn.MLP(3, 1, width_size=8, depth=1, key=jax.random.PRNGKey(0))
     b = eqx.nn.MLP(3, 1, width_size=16, depth=1, key=jax.random.PRNGKey(1))
-    for call in (lambda: jl.paths.linear(a, b), lambda: jl.fit_curve(lambda m: 0.0, a, b)):
+    calls = [lambda: jl.paths.linear(a, b), lambda: jl.fit_curve(lambda m: 0.0, a, b),
+             lambda: jl.align(a, b), lambda: jl.hvp(lambda m: 0.0, a, b),
+             lambda: jl.paths.from_function(lambda t: b, start_like=a),
+             lambda: jl.trajectory_directions([b, a, a], num=1)]
+    for call in calls:
         with pytest.raises(ValueError) as info:
             call()
         msg = str(info.value)
@@ -352,3 +356,16 @@ def test_haiku_pairs_with_different_counters_are_joined():
     with pytest.raises(ValueError, match=r"dtype of leaf \[0\]"):  # float32 params vs float64
         bad = (jax.tree.map(lambda l: l.astype(jnp.float32), b[0]), b[1])
         jl.paths.linear(a, bad)
+
+
+def test_hessian_along_a_path_through_linen_statistics(fw):
+    """hessian_eigs_along_path stacks the points, statistics included (they vary along the path),
+    and differentiates each point's params only: at t = 0 and 1 the endpoints' top eigenvalues."""
+    f, va, _, params = fw["linen"]
+    _, _, vb = linen_pair()
+    P = num_params(params)
+    r = jl.hessian_eigs_along_path(f, jl.paths.linear(va, vb), jnp.asarray([0.0, 1.0]),
+                                   key=jax.random.PRNGKey(0), k=1, num_steps=P)
+    for i, v in enumerate((va, vb)):  # Lanczos with P steps is exact up to rounding
+        want = np.linalg.eigvalsh(np.asarray(jl.dense_hessian(f, v)))[-1]
+        np.testing.assert_allclose(np.ravel(r.lambda_max[i])[0], want, rtol=1e-8)

@@ -37,6 +37,7 @@ from .._params import (
     check_joinable,
     check_params,
     combine,
+    first_difference,
     num_stacked,
     param_dtype,
     param_leaves,
@@ -188,8 +189,8 @@ def slice_coordinates(sl: Slice, points, ts=None) -> Float[Array, "P 2"]:
         stacked = partition(points)[0]
     op = partition(o)[0]
     if jax.tree.structure(stacked) != jax.tree.structure(op):
-        raise ValueError(f"points must have the structure of the slice's origin "
-                         f"{jax.tree.structure(o)}; got {jax.tree.structure(stacked)}")
+        raise ValueError(f"points must have the structure of the slice's origin; they differ "
+                         f"{first_difference(stacked, op)}")
     leaves, oleaves = param_leaves(stacked), param_leaves(op)
     if all(jnp.shape(l) == jnp.shape(ol) for l, ol in zip(leaves, oleaves, strict=True)):
         stacked = jax.tree.map(lambda l: jnp.asarray(l)[None], stacked)  # a single point

@@ -21,7 +21,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from .._params import leaf_paths, num_params, partition, ravel, zero_stats
+from .._params import first_difference, leaf_paths, num_params, partition, ravel, zero_stats
 from ._slices import Slice, random_directions_slice
 
 __all__ = ["TrajectoryDirections", "trajectory_directions", "trajectory_slice"]
@@ -182,8 +182,7 @@ def trajectory_directions(checkpoints: Sequence[PyTree], *, num: int = 2) -> Tra
         if td != treedef:
             raise ValueError(
                 f"checkpoints[{i}] has a different parameter structure from checkpoints[-1] "
-                "(the origin): "
-                f"{td} vs {treedef}"
+                f"(the origin), {first_difference(partition(ck)[0], params_T)}"
             )
         for leaf, ref, path in zip(leaves, leaves_T, paths, strict=True):
             if jnp.shape(leaf) != jnp.shape(ref) or jnp.result_type(leaf) != jnp.result_type(ref):

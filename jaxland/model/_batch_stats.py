@@ -329,8 +329,11 @@ def recompute_batch_stats(
     **Raises:** `ValueError` (naming the argument) for an `x` that is not `(N, *sample_shape)` with
     the model's sample shape, a `batch_size` < 1, a model without BatchNorm, a BatchNorm whose
     `axis_name` differs from `axis_name` (nnx: that has an `axis_name`), or a `state` that lacks a
-    layer's entries or is no longer valid; `TypeError` for a `state` that is not an
-    `eqx.nn.State` (or not None for an nnx model).
+    layer's entries or is no longer valid (linen: no ``batch_stats``, or a BatchNorm built in
+    training mode; haiku: a BatchNorm with `cross_replica_axis`; both: a BatchNorm called twice);
+    `TypeError` for a `state` that is not an `eqx.nn.State` (not None for an nnx model, not the
+    variables dict for linen, not the `(params, state)` pair for haiku, whose model must come from
+    `hk.transform_with_state`).
     """
     if _is_nnx_module(model):
         if state is not None:

@@ -31,6 +31,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree, Real
 from .._eager import eager_call
 from .._params import (
     check_joinable,
+    first_difference,
     is_param,
     leaf_paths,
     num_stacked,
@@ -540,8 +541,8 @@ def from_function(fn: Callable[[Array], PyTree], start_like: PyTree | None = Non
     if start_like is not None:
         out = eqx.filter_eval_shape(p, jnp.asarray(0.0))
         if jax.tree.structure(out) != jax.tree.structure(start_like):
-            raise ValueError(f"fn(0) and start_like have different tree structures: "
-                             f"{jax.tree.structure(out)} vs {jax.tree.structure(start_like)}")
+            raise ValueError(f"fn(0) and start_like have different tree structures, "
+                             f"{first_difference(out, start_like)}")
         for path, u, v in zip(leaf_paths(start_like), jax.tree.leaves(out),
                               jax.tree.leaves(start_like), strict=True):
             if is_param(v) and tuple(u.shape) != jnp.shape(v):

@@ -25,6 +25,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Real
 from .._checks import check_fn, check_key
 from .._params import (
     combine,
+    first_difference,
     is_param,
     num_params,
     num_stacked,
@@ -92,7 +93,8 @@ def hvp(fn: Callable[[PyTree], Array], params: PyTree, v: PyTree) -> PyTree:
     dyn, static = partition(params)
     vdyn, _ = partition(v)
     if jax.tree.structure(vdyn) != jax.tree.structure(dyn):
-        raise ValueError("v must have the same pytree structure as params")
+        raise ValueError("v must have the same pytree structure as params; they differ "
+                         + first_difference(vdyn, dyn))
     for a, b in zip(jax.tree.leaves(dyn), jax.tree.leaves(vdyn), strict=True):
         if jnp.shape(a) != jnp.shape(b):
             raise ValueError(
