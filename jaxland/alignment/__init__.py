@@ -10,6 +10,7 @@ from ._align import (
     align as align,
     apply_perms as apply_perms,
 )
+from ._repair import interpolate as interpolate, repair as repair
 from ._spec import (
     PermGroup as PermGroup,
     PermutationSpec as PermutationSpec,
