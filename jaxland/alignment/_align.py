@@ -39,6 +39,11 @@ recovered (tests/test_align.py draws such cases).
 The groups are independent: the values of a group's units in `b` do not depend on how the other
 groups are ordered, since reordering them does not change what flows into this group.
 
+**Residual networks.** A spec traced from the computation (`permutation_spec(net,
+example_input=x)`, or `align(a, b, data=x)` with no spec) puts the residual stream in one group
+shared by every block it crosses; `apply_perms` (and so `align`) checks on a probe batch that the
+permuted network computes the same outputs and refuses a spec that breaks a skip.
+
 **Memory.** One d × d float64 matrix per group at a time (2 GiB at d = 16 384), its negation done in
 place (so `linear_sum_assignment` makes no copy), plus float64 copies of the group's leaves.
 """
@@ -222,7 +227,10 @@ def apply_perms(
     - `spec`: the `PermutationSpec` (or a declaration); None for the automatic one.
 
     **Returns:** the permuted network, the same kind of object as `net`; it computes the same
-    function.
+    function — checked: when the spec has an `apply` and a probe batch (traced specs, specs built
+    with `example_input`, the paper's networks and `eqx.nn.MLP`), the outputs before and after are
+    compared (relative tolerance `function_rtol`), and a permutation that changes them raises
+    ``ValueError`` naming the group(s) that change them on their own.
     """
     spec = _resolve_spec(spec, net)
     tree, rebuild = split_net(net)
