@@ -383,3 +383,26 @@ def test_repair_arguments():
         jl.alignment.interpolate(a, a, 0.5, repair=True)
     with pytest.raises(ValueError, match=r"t must be in \[0, 1\]; got 1.5"):
         jl.repair(a, a, a, 1.5, X_IMG, apply=resnet_apply)
+
+
+def test_activation_matching_on_traced_sites():
+    """method="activations" with no spec: the groups and the values compared (each group's last
+    ReLU; a convolution's channels at every position) come from the trace; planted copies are
+    recovered exactly (a unit correlates 1 with itself)."""
+    a = make_resnet(jax.random.PRNGKey(4), width=8)
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((16, 1, 8, 8)), jnp.float32)
+    spec = permutation_spec(a, apply=resnet_apply, example_input=x)
+    acts = spec.activations(a, x)
+    assert {k: v.shape for k, v in acts.items()}["[0].stem"] == (16 * 64, 8)
+    b, perms = _planted(a, spec, 4)
+    res = align(a, b, method="activations", data=x, spec=spec)  # function check inside
+    for name, p in perms.items():
+        # units whose values vary on x (not dead ReLUs, which correlate with nothing and are
+        # matched arbitrarily among themselves) are recovered exactly
+        live = np.std(acts[name], axis=0) > 0
+        assert live.sum() >= 4
+        np.testing.assert_array_equal(p[res.perms[name]][live], np.arange(len(p))[live])
+    m = ResMLP(jax.random.PRNGKey(0))
+    xm = jnp.asarray(np.random.default_rng(1).standard_normal((32, 5)), jnp.float32)
+    bm, _ = _planted(m, permutation_spec(m, example_input=xm), 1)
+    assert _same(align(m, bm, method="activations", data=xm).net, m)

@@ -448,7 +448,7 @@ def _activation_matching(acts_a, acts_b, lay: _Layout, N: int):
         za = _standardise(np.asarray(acts_a[name], np.float64))
         zb = _standardise(np.asarray(acts_b[name], np.float64))
         C = za.T @ zb
-        C /= N
+        C /= za.shape[0]  # N rows, or N × positions for a convolution's channels
         ident = float(np.trace(C))
         cols = _assign(C)  # C now holds −corr
         best = -float(C[np.arange(len(cols)), cols].sum())
@@ -476,9 +476,11 @@ def _activations(spec: PermutationSpec, net, data, lay: _Layout, which: str):
         if v is None:
             raise ValueError(f"spec.activations({which}, data) returned no values for "
                              f"group {name!r}")
-        if tuple(np.shape(v)) != (N, d):
+        sh = tuple(np.shape(v))
+        # (N, d), or (N·P, d) for the channels of a convolution at P positions (traced specs)
+        if len(sh) != 2 or sh[1] != d or sh[0] < 2 or sh[0] % N:
             raise ValueError(f"spec.activations({which}, data)[{name!r}] must have shape "
-                             f"({N}, {d}); got {tuple(np.shape(v))}")
+                             f"({N}, {d}); got {sh}")
     return acts
 
 
@@ -547,7 +549,15 @@ def align(
     fa, fb = flatten(tree_a), flatten(tree_b)
     if method == "weights" and data is not None:
         data = _check_probe(data)
-    spec = _resolve_spec(spec, a, data if method == "weights" else None)
+    if method == "activations":
+        if key is not None:
+            raise ValueError("key is used only by method='weights' (the order of the groups); "
+                             "activation matching is deterministic (pass key=None)")
+        data = _check_data(data, a)
+    # weights: data traces the groups (no spec) and probes the check; activations: data traces
+    # the groups and their sites when there is no spec
+    probe = data if method == "weights" or spec is None else None
+    spec = _resolve_spec(spec, a, probe)
     lay = _layout(spec, fa)
 
     if method == "weights":
@@ -556,10 +566,6 @@ def align(
         perms, history, iterations, converged = _weight_matching(
             A, B, lay, key_bits, int(max_iter))
     else:
-        if key is not None:
-            raise ValueError("key is used only by method='weights' (the order of the groups); "
-                             "activation matching is deterministic (pass key=None)")
-        data = _check_data(data, a)
         acts_a = _activations(spec, a, data, lay, "a")
         acts_b = _activations(spec, b, data, lay, "b")
         perms, history = _activation_matching(acts_a, acts_b, lay, int(data.shape[0]))
