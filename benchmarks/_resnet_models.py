@@ -33,7 +33,8 @@ class Block(eqx.Module):
 
 class ResNet(eqx.Module):
     """stem conv → BN → ReLU, `blocks` residual blocks of `width` channels, one block to `width2`
-    channels with a projection shortcut, global average pool, linear head."""
+    channels with a projection shortcut, global average pool, linear head; called on one sample as
+    ``model(x, state) -> (logits, state)`` (x of shape (c_in, H, W))."""
 
     stem: eqx.nn.Conv2d
     bn: eqx.nn.BatchNorm
@@ -54,7 +55,7 @@ class ResNet(eqx.Module):
         h = jax.nn.relu(h)
         for b in self.blocks:
             h, state = b(h, state)
-        return self.head(jnp.mean(h, axis=(1, 2)))
+        return self.head(jnp.mean(h, axis=(1, 2))), state
 
 
 def make(key, dtype=jnp.float32, **kw):
@@ -81,4 +82,4 @@ def _positive_vars(model, state):
 def apply(ms, x):
     """Logits of a batch x (N, C, H, W) for ms = (model, state), BatchNorm in inference mode."""
     model, state = ms
-    return jax.vmap(lambda s: model(s, state), axis_name="batch")(x)
+    return jax.vmap(lambda s: model(s, state)[0], axis_name="batch")(x)

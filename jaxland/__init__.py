@@ -24,6 +24,7 @@ from .alignment import (
     align as align,
     apply_perms as apply_perms,
     permutation_spec as permutation_spec,
+    repair as repair,
 )
 from .construct import (
     PINV_RTOL_FACTOR as PINV_RTOL_FACTOR,

@@ -321,3 +321,88 @@ def test_nan_weight_named():
         align(a, b, spec=spec)
     with pytest.raises(ValueError, match=r"a: leaf 'blocks\[1\]\[0\].weight'"):
         align(b, a, spec=spec)
+
+
+# --- REPAIR ---------------------------------------------------------------------------------------
+
+
+def _point_stats(net, x):
+    """(mean, std) per channel at every REPAIR correction point of the test ResNet."""
+    from jaxland.alignment import _repair as rp
+    from jaxland.alignment._spec import flatten
+    from jaxland.alignment._trace import trace
+
+    fl = flatten(net)
+    dyn = [i for i, leaf in enumerate(fl.leaves) if eqx.is_array(leaf)]
+
+    def fn(vals, xx):
+        ls = list(fl.leaves)
+        for i, v in zip(dyn, vals, strict=True):
+            ls[i] = v
+        return resnet_apply(jax.tree_util.tree_unflatten(fl.treedef, ls), xx)
+
+    vals = [fl.leaves[i] for i in dyn]
+    an, closed, _ = trace(fn, vals, x)
+    pts = rp._points(an, closed, len(dyn))
+    c = type(closed)(closed.jaxpr.replace(outvars=[p.z for p in pts]), closed.consts)
+    zs = rp._jaxpr_as_fun(c)(*vals, x)
+    return [rp._stats(np.asarray(z), p.axis) for z, p in zip(zs, pts, strict=True)]
+
+
+def test_repair_matches_the_interpolated_statistics():
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((32, 1, 8, 8)), jnp.float32)
+    a = make_resnet(jax.random.PRNGKey(0), width=8)
+    b = make_resnet(jax.random.PRNGKey(1), width=8)
+    b = align(a, b, data=x[:4], spec=permutation_spec(a, apply=resnet_apply,
+                                                      example_input=x[:4])).net
+    t = 0.5
+    mid = jl.alignment.interpolate(a, b, t)
+    rep = jl.alignment.interpolate(a, b, t, repair=True, data=x, apply=resnet_apply)
+    sa, sb, sm, sr = (_point_stats(n, x) for n in (a, b, mid, rep))
+    # stem conv (biased), stem BN, 2 BNs in each of 3 blocks, the projection conv (biased)
+    assert len(sr) == 9
+    collapse = []
+    for (ma, da), (mb, db), (_, dm), (mr, dr) in zip(sa, sb, sm, sr, strict=True):
+        target_sd = (1 - t) * da + t * db
+        collapse.append(float(np.mean(dm / target_sd)))
+        # float32 forward passes, statistics in float64 on 2048–32 values per channel: agreement
+        # to ~1e-6 relative is rounding; 1e-4 leaves room
+        np.testing.assert_allclose(dr, target_sd, rtol=1e-4)
+        np.testing.assert_allclose(mr, (1 - t) * ma + t * mb, atol=1e-4 * float(np.max(target_sd)))
+    # the plain midpoint's channels have collapsed (std below the interpolated one) and the
+    # collapse deepens with depth: variance collapse, what REPAIR undoes
+    assert max(collapse) < 0.95 and collapse[-1] < collapse[0]
+    # at an endpoint REPAIR changes nothing but rounding
+    same = jl.repair(a, a, b, 0.0, x, apply=resnet_apply)
+    np.testing.assert_allclose(resnet_apply(same, x), resnet_apply(a, x), rtol=1e-4, atol=1e-4)
+
+
+def test_repair_arguments():
+    a = make_resnet(jax.random.PRNGKey(0), width=8)
+    with pytest.raises(ValueError, match="needs data"):
+        jl.alignment.interpolate(a, a, 0.5, repair=True)
+    with pytest.raises(ValueError, match=r"t must be in \[0, 1\]; got 1.5"):
+        jl.repair(a, a, a, 1.5, X_IMG, apply=resnet_apply)
+
+
+def test_activation_matching_on_traced_sites():
+    """method="activations" with no spec: the groups and the values compared (each group's last
+    ReLU; a convolution's channels at every position) come from the trace; planted copies are
+    recovered exactly (a unit correlates 1 with itself)."""
+    a = make_resnet(jax.random.PRNGKey(4), width=8)
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((16, 1, 8, 8)), jnp.float32)
+    spec = permutation_spec(a, apply=resnet_apply, example_input=x)
+    acts = spec.activations(a, x)
+    assert {k: v.shape for k, v in acts.items()}["[0].stem"] == (16 * 64, 8)
+    b, perms = _planted(a, spec, 4)
+    res = align(a, b, method="activations", data=x, spec=spec)  # function check inside
+    for name, p in perms.items():
+        # units whose values vary on x (not dead ReLUs, which correlate with nothing and are
+        # matched arbitrarily among themselves) are recovered exactly
+        live = np.std(acts[name], axis=0) > 0
+        assert live.sum() >= 4
+        np.testing.assert_array_equal(p[res.perms[name]][live], np.arange(len(p))[live])
+    m = ResMLP(jax.random.PRNGKey(0))
+    xm = jnp.asarray(np.random.default_rng(1).standard_normal((32, 5)), jnp.float32)
+    bm, _ = _planted(m, permutation_spec(m, example_input=xm), 1)
+    assert _same(align(m, bm, method="activations", data=xm).net, m)

@@ -615,6 +615,7 @@ CASES = [
     case("align-data-shape",
          lambda s: jl.align(s.net, s.net_b, method="activations", data=s.rows[:, :1]), "data"),
     case("align-spec", lambda s: jl.align(s.net, s.net_b, spec=3), "spec"),
+    case("repair-t", lambda s: jl.repair(s.net, s.net, s.net_b, 1.5, s.x), "t"),
     case("apply_perms-perms", lambda s: jl.apply_perms(s.net, {"hidden": np.arange(4)}), "perms"),
     case("permutation_spec-groups", lambda s: jl.permutation_spec(s.net, [("W1", 0)]), "groups"),
     # ---- experiments ----------------------------------------------------------------------------

@@ -39,6 +39,11 @@ recovered (tests/test_align.py draws such cases).
 The groups are independent: the values of a group's units in `b` do not depend on how the other
 groups are ordered, since reordering them does not change what flows into this group.
 
+**Residual networks.** A spec traced from the computation (`permutation_spec(net,
+example_input=x)`, or `align(a, b, data=x)` with no spec) puts the residual stream in one group
+shared by every block it crosses; `apply_perms` (and so `align`) checks on a probe batch that the
+permuted network computes the same outputs and refuses a spec that breaks a skip.
+
 **Memory.** One d × d float64 matrix per group at a time (2 GiB at d = 16 384), its negation done in
 place (so `linear_sum_assignment` makes no copy), plus float64 copies of the group's leaves.
 """
@@ -222,7 +227,10 @@ def apply_perms(
     - `spec`: the `PermutationSpec` (or a declaration); None for the automatic one.
 
     **Returns:** the permuted network, the same kind of object as `net`; it computes the same
-    function.
+    function — checked: when the spec has an `apply` and a probe batch (traced specs, specs built
+    with `example_input`, the paper's networks and `eqx.nn.MLP`), the outputs before and after are
+    compared (relative tolerance `function_rtol`), and a permutation that changes them raises
+    ``ValueError`` naming the group(s) that change them on their own.
     """
     spec = _resolve_spec(spec, net)
     tree, rebuild = split_net(net)
@@ -440,7 +448,7 @@ def _activation_matching(acts_a, acts_b, lay: _Layout, N: int):
         za = _standardise(np.asarray(acts_a[name], np.float64))
         zb = _standardise(np.asarray(acts_b[name], np.float64))
         C = za.T @ zb
-        C /= N
+        C /= za.shape[0]  # N rows, or N × positions for a convolution's channels
         ident = float(np.trace(C))
         cols = _assign(C)  # C now holds −corr
         best = -float(C[np.arange(len(cols)), cols].sum())
@@ -468,9 +476,11 @@ def _activations(spec: PermutationSpec, net, data, lay: _Layout, which: str):
         if v is None:
             raise ValueError(f"spec.activations({which}, data) returned no values for "
                              f"group {name!r}")
-        if tuple(np.shape(v)) != (N, d):
+        sh = tuple(np.shape(v))
+        # (N, d), or (N·P, d) for the channels of a convolution at P positions (traced specs)
+        if len(sh) != 2 or sh[1] != d or sh[0] < 2 or sh[0] % N:
             raise ValueError(f"spec.activations({which}, data)[{name!r}] must have shape "
-                             f"({N}, {d}); got {tuple(np.shape(v))}")
+                             f"({N}, {d}); got {sh}")
     return acts
 
 
@@ -541,7 +551,15 @@ def align(
     fa, fb = flatten(zero_stats(tree_a)), flatten(zero_stats(tree_b))
     if method == "weights" and data is not None:
         data = _check_probe(data)
-    spec = _resolve_spec(spec, a, data if method == "weights" else None)
+    if method == "activations":
+        if key is not None:
+            raise ValueError("key is used only by method='weights' (the order of the groups); "
+                             "activation matching is deterministic (pass key=None)")
+        data = _check_data(data, a)
+    # weights: data traces the groups (no spec) and probes the check; activations: data traces
+    # the groups and their sites when there is no spec
+    probe = data if method == "weights" or spec is None else None
+    spec = _resolve_spec(spec, a, probe)
     lay = _layout(spec, fa)
 
     if method == "weights":
@@ -550,10 +568,6 @@ def align(
         perms, history, iterations, converged = _weight_matching(
             A, B, lay, key_bits, int(max_iter))
     else:
-        if key is not None:
-            raise ValueError("key is used only by method='weights' (the order of the groups); "
-                             "activation matching is deterministic (pass key=None)")
-        data = _check_data(data, a)
         acts_a = _activations(spec, a, data, lay, "a")
         acts_b = _activations(spec, b, data, lay, "b")
         perms, history = _activation_matching(acts_a, acts_b, lay, int(data.shape[0]))

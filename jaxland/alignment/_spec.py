@@ -284,8 +284,11 @@ def permutation_spec(
                         f"{type(example_input).__name__}")
     if groups is None:
         if example_input is not None and (apply is not None or not _has_auto(net)):
-            groups = traced_groups(net, _default_apply(net) if apply is None else apply,
-                                   example_input, strict=bool(strict))
+            fn = _default_apply(net) if apply is None else apply
+            groups, sites = traced_groups(net, fn, example_input, strict=bool(strict),
+                                          with_sites=True)
+            if activations is None:
+                activations = _TracedActivations(fn, tuple(sites.items()))
         else:
             groups, auto_act = _auto_groups(net)
             activations = auto_act if activations is None else activations
@@ -445,8 +448,12 @@ def _auto_check(net) -> tuple[Callable | None, Any]:
     return _call_batch, x
 
 
-def traced_groups(net, apply: Callable, example_input, *, strict: bool = True) -> dict:
-    """The groups {name: [(leaf path, axis), …]} found by tracing ``apply(net, example_input)``."""
+def traced_groups(net, apply: Callable, example_input, *, strict: bool = True,
+                  with_sites: bool = False):
+    """The groups {name: [(leaf path, axis), …]} found by tracing ``apply(net, example_input)``
+    (and, `with_sites`, {name: (equation index, output index, axis)}: the value of the group's
+    units that activation matching compares — the last ReLU (else the last value) in the order of
+    the computation whose axis is the group's)."""
     from ._trace import trace
 
     tree, rebuild = split_net(net)
@@ -506,7 +513,7 @@ def traced_groups(net, apply: Callable, example_input, *, strict: bool = True) -
         node = an.of(leaf_vars[li], 0)[ax] if ax < len(an.of(leaf_vars[li], 0)) else None
         if node is not None and flat.leaves[i].shape[ax] > 1:
             first_producer.setdefault(uf.find(node), (i, ax))
-    groups, used = {}, set()
+    groups, used, roots = {}, set(), {}
     for root, pairs in classes.items():
         if root in uf.fixed:
             continue
@@ -528,7 +535,54 @@ def traced_groups(net, apply: Callable, example_input, *, strict: bool = True) -
             name = f"{base}#{k}"
         used.add(name)
         groups[name] = [(flat.names[j], a) for j, a in pairs]
-    return groups
+        roots[name] = root
+    if not with_sites:
+        return groups
+    sites, relu = {}, {}
+    want = {r: n for n, r in roots.items()}
+    for k, e in enumerate(closed.jaxpr.eqns):
+        is_relu = e.primitive.name in ("custom_jvp_call", "max")
+        for o_i, o in enumerate(e.outvars):
+            for ax, node in enumerate(an.of(o, 0)):
+                r = uf.find(node)
+                if r in want and o.aval.shape[ax] > 1:
+                    sites[want[r]] = (k, o_i, ax)
+                    if is_relu:
+                        relu[want[r]] = (k, o_i, ax)
+    return groups, {n: relu.get(n, sites.get(n)) for n in groups if n in sites or n in relu}
+
+
+class _TracedActivations:
+    """``(net, x) -> {group: (N·P, size)}``: the units' values at the sites found by tracing (P the
+    positions of a convolution's channels, 1 for a dense layer), for `align(method="activations")`."""
+
+    def __init__(self, apply, sites):
+        self.apply, self.sites = apply, sites
+
+    def __call__(self, net, x):
+        tree, rebuild = split_net(net)
+        flat = flatten(tree)
+        dyn = [i for i, leaf in enumerate(flat.leaves) if eqx.is_array(leaf)]
+
+        def fn(values, xx):
+            leaves = list(flat.leaves)
+            for i, v in zip(dyn, values, strict=True):
+                leaves[i] = v
+            return self.apply(rebuild(jax.tree_util.tree_unflatten(flat.treedef, leaves)), xx)
+
+        vals = [flat.leaves[i] for i in dyn]
+        closed = jax.make_jaxpr(fn)(vals, x)
+        eqns = closed.jaxpr.eqns
+        outs = [eqns[k].outvars[o] for _, (k, o, _) in self.sites]
+        from ._repair import _jaxpr_as_fun
+
+        c = type(closed)(closed.jaxpr.replace(outvars=outs), closed.consts)
+        got = jax.jit(_jaxpr_as_fun(c))(*jax.tree_util.tree_leaves(vals), x)
+        res = {}
+        for (name, (_, _, ax)), v in zip(self.sites, got, strict=True):
+            v = np.moveaxis(np.asarray(v), ax, -1)
+            res[name] = v.reshape(-1, v.shape[-1])
+        return res
 
 
 def _auto_groups(net) -> tuple[dict, Callable | None]:
