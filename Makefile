@@ -18,8 +18,11 @@ demo: $(VENV)/.installed
 demo-quick: $(VENV)/.installed
 	$(VENV)/bin/jaxland reproduce --quick --out out/quick
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+chromium:  # the headless browser of tests/test_figure1.py (CI runs `make test` as root)
+	command -v chromium || (apt-get update && apt-get install -y chromium)
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'
