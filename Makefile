@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/reproduce
 
-.PHONY: demo demo-quick test test-min bench
+.PHONY: demo demo-quick test test-min chromium bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 demo-quick: $(VENV)/.installed
 	$(VENV)/bin/jaxland reproduce --quick --out out/quick
 
-test: $(VENV)/.installed test-min
+test: $(VENV)/.installed test-min chromium
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The lowest declared versions (pyproject's lower bounds of jax, jaxlib, equinox, optax, chex,
@@ -40,6 +40,9 @@ $(VENV_MIN)/.installed: pyproject.toml tools/min_constraints.py
 test-min: $(VENV_MIN)/.installed
 	JAXLAND_MIN_VERSIONS=$(VENV_MIN)/constraints.txt $(PY_MIN) -m pytest -q -n 2 --dist loadfile \
 		-p no:cacheprovider $(MIN_TESTS)
+
+chromium:  # the headless browser of tests/test_figure1.py (CI runs `make test` as root)
+	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'

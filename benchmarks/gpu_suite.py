@@ -20,6 +20,12 @@ them all in one child, since process start-up dominates at tiny sizes):
   32 steps) of the reference objective at 16 points of the segment.
 - ``connect_16384``: `jaxland.connect` (the Theorem 11 path and its certificate) at m = 16 384 on the
   problem of bench_connect.py (N = 512, n = 8).
+- ``figure1_resnet56``: the planes of `jaxland figure1` at Li et al.'s scale of grid: the
+  full-batch training loss of ResNet-56 and ResNet-56-noshort (`jaxland.DigitsResNet`, width 8,
+  BatchNorm statistics of all 1797 digits at every point) on a 51 × 51 filter-normalised plane
+  each (`random_directions_slice`), and λ_min, λ_max (`hessian_eigs_batch`, 16 Lanczos steps) on
+  its 11 × 11 sub-grid (every 5th point) for the no-shortcut net (at initialisation: a speed
+  measurement; the experiment itself trains first).
 - ``align_16384``: `jaxland.align(a, b, method="weights", key=...)` of two m = 16 384 networks (recorded
   as "skipped: jaxland.align not available" on a branch without the alignment family).
 
@@ -56,6 +62,7 @@ BENCHMARKS = {
     "hessian_along_path": (120, None),
     "connect_16384": (180, None),
     "align_16384": (120, None),
+    "figure1_resnet56": (240, None),
 }
 SMOKE_LIMIT_S = 150  # the whole smoke run (one child)
 
@@ -271,6 +278,60 @@ def bench_align(smoke: bool) -> dict:
     return rec
 
 
+def bench_figure1(smoke: bool) -> dict:
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxland
+
+    sys.path.insert(0, str(HERE))
+    import _eqx_models as em
+
+    if smoke:
+        x, y = em.digits_like(jax.random.key(7), 32, (1, 8, 8))
+        source = "digits-like random (smoke)"
+    else:
+        x, y, source = em.digits_images()
+    depth, width, grid, stride, steps = (4, 4, 5, 4, 4) if smoke else (56, 8, 51, 5, 16)
+    axis = np.linspace(-1.0, 1.0, grid)
+    make = eqx.nn.make_with_state(jaxland.DigitsResNet)
+    nets = {}
+    for skip in (True, False):
+        net, state = make(depth=depth, width=width, skip=skip, key=jax.random.key(0))
+        p, rest = jaxland.trainable(net)
+
+        def F(q, rest=rest, state=state):
+            return jaxland.model.full_batch_loss(eqx.combine(q, rest), state, x, y)[0]
+
+        # the same key: the same directions for the twins (their parameters are equal)
+        nets[skip] = (p, F, jaxland.filter_normalized_directions(p, 2, key=jax.random.key(1)))
+
+    def run():
+        return _block([jaxland.random_directions_slice(F, p, directions=uv, alphas=axis,
+                                                       betas=axis).values
+                       for p, F, uv in nets.values()])
+
+    rec, vals = _timed(run, 1)
+    p, F, (u, v) = nets[False]
+    sub = axis[::stride]
+    pts = jax.tree.map(lambda o, du, dv: jnp.stack([o + a * du + b * dv for a in sub for b in sub]),
+                       p, u, v)
+
+    def hess():
+        e = jaxland.hessian_eigs_batch(F, pts, key=jax.random.key(2), num_steps=steps)
+        return _block((e.lambda_min, e.lambda_max))
+
+    hrec, hv = _timed(hess, 1)
+    rec.update(depth=depth, width=width, grid=grid, points=2 * grid * grid,
+               points_per_s=2 * grid * grid / rec["seconds"], data=source,
+               samples=int(x.shape[0]), hessian_points=len(sub) ** 2, lanczos_steps=steps,
+               hessian_first_call_s=hrec["first_call_s"], hessian_seconds=hrec["seconds"],
+               finite=bool(all(np.all(np.isfinite(a)) for a in [*vals, *hv])))
+    return rec
+
+
 RUNNERS = {
     "reference_1e4": lambda smoke: bench_reference(smoke, 0),
     "reference_1e5": lambda smoke: bench_reference(smoke, 1),
@@ -279,6 +340,7 @@ RUNNERS = {
     "hessian_along_path": bench_hessian,
     "connect_16384": bench_connect,
     "align_16384": bench_align,
+    "figure1_resnet56": bench_figure1,
 }
 
 

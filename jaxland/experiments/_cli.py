@@ -1,5 +1,5 @@
-"""The `jaxland` command line: `jaxland reproduce` (the main job), `jaxland scaling` and
-`jaxland alignment`.
+"""The `jaxland` command line: `jaxland reproduce` (the main job), `jaxland scaling`,
+`jaxland alignment` and `jaxland figure1`.
 
 Bad arguments (an output path that is a file or cannot be written, an unknown data set, a missing
 optional package) are reported in one line with exit code 2 before anything is computed or created.
@@ -53,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="grid preset (--quick is --preset quick)")
     al.add_argument("--seed", type=int, default=0)
     al.add_argument("--x64", action="store_true", help="compute in float64")
+    f1 = sub.add_parser("figure1", help="the paper's Figure 1 measured: loss surfaces of deep "
+                        "residual CNNs with and without skip connections (resumable)")
+    f1.add_argument("--out", required=True, help="output folder (finished stages are reused)")
+    f1.add_argument("--quick", action="store_true", help="depths 8 and 20, 21×21 grid, ≤ 6 minutes "
+                    "on 2 CPU cores")
+    f1.add_argument("--preset", choices=("tiny", "quick", "full"), default=None,
+                    help="size preset (--quick is --preset quick; tiny is the test suite's smoke run)")
+    f1.add_argument("--seed", type=int, default=0)
+    f1.add_argument("--x64", action="store_true", help="compute in float64")
     return p
 
 
@@ -135,6 +144,17 @@ def _run(args) -> int:
             return _fail("alignment", str(e))
         _set_x64(args.x64)
         print(format_alignment_table(alignment(args.out, preset=preset, seed=args.seed)))
+        return 0
+    if args.command == "figure1":
+        from ._figure1 import figure1, figure1_settings, format_figure1_table, preflight
+
+        try:
+            figure1_settings(preset=preset, seed=args.seed)
+            preflight(args.out, name="--out")
+        except (ValueError, TypeError, ImportError) as e:
+            return _fail("figure1", str(e))
+        _set_x64(args.x64)
+        print(format_figure1_table(figure1(args.out, preset=preset, seed=args.seed)))
         return 0
     return EXIT_USAGE  # pragma: no cover - argparse refuses other commands
 
