@@ -109,10 +109,11 @@ class State:
 def interleaved(state: State, configs: list[tuple[str, dict]], processes: int, log=print,
                 timeout: float | None = None) -> None:
     """Run every configuration `processes` times, round-robin (A B C A B C …), skipping children that
-    `state` already holds. A configuration is (key, dict(side, module, func, kwargs, env))."""
+    `state` already holds (a failed child is run again). A configuration is (key, dict(side, module, func, kwargs, env))."""
     for i in range(processes):
         for key, c in configs:
-            if state.get(key, i) is not None:
+            done = state.get(key, i)
+            if done is not None and done.get("ok"):
                 continue
             rec = run_child(c["side"], c["module"], c["func"], c.get("kwargs"), env=c.get("env"),
                             timeout=timeout)

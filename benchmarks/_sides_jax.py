@@ -221,3 +221,38 @@ def big(P: int) -> dict:
                 peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 device_peak_bytes=stats.get("peak_bytes_in_use"),
                 finite=bool(np.all(np.isfinite(vals))))
+
+
+def hessian_eigs(problem_name: str, ts: list, k: int, num_steps: int, probes: int, tol: float,
+                 which: str, warm_start: bool, trace: bool, repeats: int = 1) -> dict:
+    """`jaxland.hessian_eigs_along_path` (and, with `trace`, `hessian_trace_batch`) at the points
+    t of the segment a → b of a SkipNet problem (after one warm-up call that compiles)."""
+    a, b, x, y, _ = problem(problem_name)
+    path = jaxland.paths.linear(a, b)
+    F = jaxland.objective_fn(x, y, kappa=0.0)
+    key = jax.random.PRNGKey(1)
+    tsj = jnp.asarray(ts, jnp.float32)
+
+    def eig():
+        return jax.block_until_ready(jaxland.hessian_eigs_along_path(
+            F, path, tsj, key=key, k=k, num_steps=num_steps, tol=tol, which=which,
+            warm_start=warm_start))
+
+    te = time_calls(eig, max_calls=repeats, budget_s=0.0)
+    r = te.pop("result")
+    out = dict(methods={"eigs": te}, top=np.asarray(r.top).tolist(),
+               top_bound=np.asarray(r.top_bound).tolist(),
+               lambda_min=np.asarray(r.lambda_min).tolist(),
+               num_steps=np.asarray(r.num_steps).tolist(), jax=jax.__version__)
+    if trace:
+        pts = jax.vmap(path)(tsj)
+
+        def tr():
+            return jax.block_until_ready(jaxland.hessian_trace_batch(
+                F, pts, key=key, num_probes=probes, batch_size=min(probes, 8), point_batch_size=1))
+
+        tt = time_calls(tr, max_calls=repeats, budget_s=0.0)
+        rt = tt.pop("result")
+        out["methods"]["trace"] = tt
+        out.update(trace=np.asarray(rt.mean).tolist(), trace_stderr=np.asarray(rt.stderr).tolist())
+    return out

@@ -69,3 +69,61 @@ def loss_landscapes_path(npz: str, points: int, max_calls: int = 3, budget_s: fl
     return dict(methods={f"loss_landscapes@{points}": t}, values={f"loss_landscapes@{points}":
                                                                   vals.tolist()},
                 torch=torch.__version__, threads=torch.get_num_threads())
+
+
+def pyhessian_eigs(npz: str, ts: list, k: int, probes: int, trace: bool, repeats: int = 1) -> dict:
+    """PyHessian at the points (1 − t) a + t b of the problem in `npz` (a new `hessian` object per
+    point, as a user writes it): top-k eigenvalues (power iteration with deflation, its defaults)
+    and, with `trace`, Hutchinson's trace with `probes` probes; Hessian-vector products counted."""
+    import sys
+
+    from pyhessian import hessian
+
+    ph_mod = sys.modules["pyhessian.hessian"]  # the module (the package exports the class)
+
+    a, b, x, y, loss = _models(npz)
+    pa = {n: p.detach().clone() for n, p in a.named_parameters()}
+    pb = {n: p.detach().clone() for n, p in b.named_parameters()}
+    models = []
+    for t in ts:
+        m = _models(npz)[0]
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                p.copy_((1 - float(t)) * pa[n] + float(t) * pb[n])
+        models.append(m)
+    orig = ph_mod.hessian_vector_product
+    counter = [0]
+
+    def counted(*args, **kw):
+        counter[0] += 1
+        return orig(*args, **kw)
+
+    ph_mod.hessian_vector_product = counted
+    hvps: list = []
+
+    def eig():
+        torch.manual_seed(0)
+        out = []
+        hvps.clear()
+        for mdl in models:
+            h = hessian(mdl, loss, data=(x, y), cuda=False)
+            counter[0] = 0
+            vals, _ = h.eigenvalues(top_n=k)
+            hvps.append(counter[0])
+            out.append([float(v) for v in vals])
+        return out
+
+    def tr():
+        torch.manual_seed(0)
+        return [float(np.mean(hessian(mdl, loss, data=(x, y), cuda=False).trace(maxIter=probes,
+                                                                                tol=0.0)))
+                for mdl in models]
+
+    te = time_calls(eig, max_calls=repeats, budget_s=0.0, warmup=lambda: None)
+    out = dict(methods={"eigs": te}, eigs=te.pop("result"), hvps=list(hvps),
+               torch=torch.__version__, threads=torch.get_num_threads())
+    if trace:
+        tt = time_calls(tr, max_calls=repeats, budget_s=0.0, warmup=lambda: None)
+        out["trace"] = tt.pop("result")
+        out["methods"]["trace"] = tt
+    return out

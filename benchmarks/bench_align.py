@@ -4,7 +4,8 @@ For SkipNet at m ∈ {256, 1024, 4096, 16384} (n = 16, d_g = d_o = 64, one hidde
 d_y = 1, float32, two independent `SkipNet.init` draws) it times `jaxland.align(a, b, key=…)`
 (weight matching: relaxed start, then sweeps over the groups until none improves) and reports the
 sweeps (`AlignResult.iterations`), the number of linear assignments and the time spent in
-`scipy.optimize.linear_sum_assignment`, the cosine between a and b before and after, and the
+`jaxland.alignment._assignment.linear_assignment` (scipy's dense solver below d = 4096, a candidate
+graph from it on); ``--solvers`` compares the assignment solvers on the same cost matrices, the cosine between a and b before and after, and the
 process's peak resident memory. Side by side, in the same run, it times one evaluation of
 F = mean squared error + 10⁻³ R on N = 1024 samples at 257 points of the straight segment from a to
 b (`jaxland.evaluate_path`, after a warm-up call that compiles), so that the cost of aligning is put
@@ -45,11 +46,11 @@ SIZES, QUICK_SIZES = (256, 1024, 4096, 16384), (256, 1024)
 
 
 class _LapTimer:
-    """Wraps the module's `linear_sum_assignment` to count calls and time them (benchmark only)."""
+    """Wraps the module's `linear_assignment` to count calls and time them (benchmark only)."""
 
     def __init__(self):
         self.calls, self.seconds = 0, 0.0
-        self._orig = align_module.linear_sum_assignment
+        self._orig = align_module.linear_assignment
 
     def __call__(self, C):
         t = time.perf_counter()
@@ -59,11 +60,11 @@ class _LapTimer:
         return out
 
     def __enter__(self):
-        align_module.linear_sum_assignment = self
+        align_module.linear_assignment = self
         return self
 
     def __exit__(self, *exc):
-        align_module.linear_sum_assignment = self._orig
+        align_module.linear_assignment = self._orig
 
 
 def _rss_mb() -> float:
@@ -127,6 +128,77 @@ def bench_width(m: int, repeats: int, F, ts) -> dict:
     return row
 
 
+def bench_solvers(m: int, max_matrices: int, optax_max: int) -> list[dict]:
+    """The linear assignment solvers on the cost matrices of the hidden group (d = m) that one
+    `align` run solves: scipy's dense `linear_sum_assignment` (the reference optimum),
+    `_assignment.linear_assignment` (the candidate graph), `lapjv` and `lap` (LAPJV packages, when
+    installed), `optax.assignment.hungarian_algorithm` (for m ≤ `optax_max`). Per solver: seconds,
+    whether the permutation equals scipy's, the relative objective gap."""
+    from scipy.optimize import linear_sum_assignment
+
+    from jaxland.alignment import _assignment
+
+    mats = []
+    orig = align_module.linear_assignment
+
+    def grab(C):
+        if C.shape[0] == m and len(mats) < max_matrices:
+            mats.append(C.copy())
+        return orig(C)
+
+    align_module.linear_assignment = grab
+    try:
+        a, b = _nets(m)
+        jaxland.align(a, b, key=jax.random.PRNGKey(0))
+    finally:
+        align_module.linear_assignment = orig
+    solvers = {"scipy": lambda C: linear_sum_assignment(C)[1],
+               "linear_assignment": _assignment.linear_assignment}
+    try:
+        import lapjv as _lapjv
+
+        solvers["lapjv"] = lambda C: _lapjv.lapjv(C)[0]
+    except ImportError:
+        pass
+    try:
+        import lap as _lap
+
+        solvers["lap"] = lambda C: _lap.lapjv(C, extend_cost=False, return_cost=False)[0]
+    except ImportError:
+        pass
+    if m <= optax_max:
+        import optax
+
+        hung = jax.jit(optax.assignment.hungarian_algorithm)
+
+        def opt(C):
+            r, c = hung(jnp.asarray(C, jnp.float32))
+            out = np.empty(m, np.int64)
+            out[np.asarray(r)] = np.asarray(c)
+            return out
+
+        opt(mats[0][:m, :m])  # compile
+        solvers["optax_hungarian"] = opt
+    rows = []
+    for i, C in enumerate(mats):
+        ar = np.arange(m)
+        ref = None
+        for name, solve in solvers.items():
+            t = time.perf_counter()
+            p = np.asarray(solve(C))
+            sec = time.perf_counter() - t
+            if ref is None:
+                ref = p
+            opt_val = float(C[ar, ref].sum())
+            rows.append(dict(m=m, matrix=i, solver=name, seconds=sec,
+                             same_as_scipy=bool(np.array_equal(p, ref)),
+                             rel_gap=(float(C[ar, p].sum()) - opt_val) / abs(opt_val),
+                             loadavg=os.getloadavg()[0]))
+            print(f"  m={m} matrix {i} {name:<18} {sec:8.2f} s  same {rows[-1]['same_as_scipy']}"
+                  f"  gap {rows[-1]['rel_gap']:.1e}", flush=True)
+    return rows
+
+
 def _print_row(r: dict) -> None:
     mark = "*" if "reused_from" in r else " "
     print(f"{r['m']:>6}{mark} {r['params']:>9} {r['align_seconds']:>9.3f} {r['iterations']:>6} "
@@ -145,8 +217,22 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", default=None, help="an earlier bench_align JSON to take rows from")
     p.add_argument("--reuse-sizes", type=int, nargs="*", default=(),
                    help="widths whose rows are taken from --reuse instead of measured")
+    p.add_argument("--solvers", action="store_true",
+                   help="instead: the assignment solvers on the hidden group's cost matrices of one "
+                        "align run per width (default widths 1024, 4096; writes bench_align_solvers.json)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_align.json"))
     args = p.parse_args(argv)
+    if args.solvers:
+        rows = []
+        for m in args.sizes or (1024, 4096):
+            rows += bench_solvers(m, max_matrices=2, optax_max=1024)
+        out = Path(args.out).with_name("bench_align_solvers.json")
+        out.write_text(json.dumps(dict(meta=dict(
+            benchmark="bench_align --solvers", loadavg=os.getloadavg(), cpu_count=os.cpu_count(),
+            scipy=__import__("scipy").__version__, time=time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+            rows=rows), indent=1))
+        print(f"wrote {out}")
+        return 0
     sizes = sorted(args.sizes or (QUICK_SIZES if args.quick else SIZES))
     repeats = args.repeats or (1 if args.quick else 3)
     reused = {}

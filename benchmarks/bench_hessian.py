@@ -4,8 +4,10 @@ Reference problem (as in `bench_paths.py`): `SkipNet` (eq. 3) with N = 4096 samp
 d_g = d_o = 64, g with one hidden layer of 64 units, d_y = 1, "mse" (mean over samples of ‖f(x) − y‖²),
 κ = 0, float32; points γ(t) on the segment between two random networks (`SkipNet.init`).
 
-Methods, side by side in one run, on the identical model and data (`_torch_models.TorchSkipNet`
-copies the weights bit for bit):
+Methods, each in its own fresh child processes (`_harness.py`: PyHessian's never import jax,
+jaxland's never import PyTorch; interleaved, ``--processes`` (5) per side; jaxland's figure is its
+median process, PyHessian's its best), on the identical model and data (the arrays of
+`_sides_jax.prepare`):
 
 - ``jaxland``   `jaxland.hessian_eigs_along_path` (Lanczos, full reorthogonalisation, at most K
                 steps, stopping once the residual bounds of the wanted Ritz values are
@@ -105,95 +107,6 @@ def num_params(net) -> int:
     return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(net))
 
 
-def run_jaxland(F, path, ts, *, k, num_steps, probes, repeats, tol, which, warm_start, trace):
-    key = jax.random.PRNGKey(1)
-
-    def eig():
-        r = jaxland.hessian_eigs_along_path(
-            F,
-            path,
-            ts,
-            key=key,
-            k=k,
-            num_steps=num_steps,
-            tol=tol,
-            which=which,
-            warm_start=warm_start,
-        )
-        return jax.block_until_ready(r)
-
-    pts = jax.vmap(path)(jnp.asarray(ts))
-
-    def tr():
-        r = jaxland.hessian_trace_batch(
-            F, pts, key=key, num_probes=probes, batch_size=min(probes, 8), point_batch_size=1
-        )
-        return jax.block_until_ready(r)
-
-    t_eig, r_eig = _time(eig, repeats=repeats)
-    t_tr, r_tr = _time(tr, repeats=repeats) if trace else (float("nan"), None)
-    return t_eig, r_eig, t_tr, r_tr
-
-
-def _count_pyhessian_hvps():
-    """Wrap `pyhessian.hessian.hessian_vector_product` (the module-level name `eigenvalues` and
-    `trace` call) with a counter; returns the counter list [n]."""
-    ph_mod = sys.modules["pyhessian.hessian"]
-    counter = [0]
-    if not hasattr(ph_mod, "_bench_orig_hvp"):
-        ph_mod._bench_orig_hvp = ph_mod.hessian_vector_product
-    orig = ph_mod._bench_orig_hvp
-
-    def counted(*a, **kw):
-        counter[0] += 1
-        return orig(*a, **kw)
-
-    ph_mod.hessian_vector_product = counted
-    return counter
-
-
-def run_pyhessian(path, ts, x, y, *, k, probes, repeats, threads, trace):
-    import torch
-    from _torch_models import TorchSkipNet, mse_mean
-    from pyhessian import hessian
-
-    counter = _count_pyhessian_hvps()
-    hvps = []
-
-    if threads:
-        torch.set_num_threads(threads)
-    xt = torch.from_numpy(np.array(x, copy=True))
-    yt = torch.from_numpy(np.array(y, copy=True))
-    models = [TorchSkipNet.from_jax(path(float(t))) for t in ts]
-
-    def eig():
-        torch.manual_seed(0)
-        out = []
-        hvps.clear()
-        for mdl in models:
-            h = hessian(mdl, mse_mean, data=(xt, yt), cuda=False)
-            counter[0] = 0
-            vals, _ = h.eigenvalues(top_n=k)
-            hvps.append(counter[0])
-            out.append(vals)
-        return np.array(out)
-
-    def tr():
-        torch.manual_seed(0)
-        out = []
-        for mdl in models:
-            h = hessian(mdl, mse_mean, data=(xt, yt), cuda=False)
-            out.append(float(np.mean(h.trace(maxIter=probes, tol=0.0))))
-        return np.array(out)
-
-    t_eig, v_eig = _time(eig, repeats=repeats, warmup=False)
-    if trace:
-        t_tr, v_tr = _time(tr, repeats=repeats, warmup=False)
-    else:
-        t_tr, v_tr = float("nan"), np.full(len(ts), np.nan)
-    return t_eig, v_eig, t_tr, v_tr, list(hvps)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -236,6 +149,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-pyhessian", action="store_true")
     ap.add_argument("--torch-threads", type=int, default=None)
     ap.add_argument("--skip-million", action="store_true")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="fresh processes per side (default 5, quick 2)")
+    ap.add_argument("--resume", action="store_true", help="keep the children a killed run finished")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_hessian.json"))
     args = ap.parse_args(argv)
     B = args.points or (2 if args.quick else 8)
@@ -246,7 +162,13 @@ def main(argv=None) -> int:
     ts = np.linspace(0.0, 1.0, B) if B > 1 else np.array([0.5])
 
     load_before = os.getloadavg()
-    a, b, x, y = make_problem("reference")
+    import tempfile
+    from types import SimpleNamespace
+
+    import _harness as H
+    import _sides_jax as SJ
+
+    a, b, x, y, _ = SJ.problem("reference")  # the problem both sides' children build
     path = jaxland.paths.linear(a, b)
     F = jaxland.objective_fn(x, y, kappa=0.0)
     P = num_params(a)
@@ -255,46 +177,54 @@ def main(argv=None) -> int:
         f"K = {K}, {probes} trace probes",
         flush=True,
     )
-
     trace = not args.skip_trace
-    tj_eig, rj, tj_tr, rj_tr = run_jaxland(
-        F,
-        path,
-        ts,
-        k=k,
-        num_steps=K,
-        probes=probes,
-        repeats=repeats,
-        tol=args.tol,
-        which=args.which,
-        warm_start=args.warm_start,
-        trace=trace,
-    )
-    steps_j = np.asarray(rj.num_steps).tolist()
-    print(
-        f"  jaxland   eigs {tj_eig:.2f} s, trace {tj_tr:.2f} s; HVPs (Lanczos steps) per point "
-        f"{steps_j}",
-        flush=True,
-    )
-    if args.skip_pyhessian:
-        tp_eig, tp_tr, hvps_p = float("nan"), float("nan"), [float("nan")] * B
-        vp, vp_tr = np.full((B, k), np.nan), np.full(B, np.nan)
+    out = Path(args.out)
+    processes = args.processes or (2 if args.quick else 5)
+    state = H.State(out.with_suffix(".state.json"), resume=args.resume)
+    npz = str(Path(tempfile.gettempdir()) / "jaxland_bench" / "reference.npz")
+    Path(npz).parent.mkdir(exist_ok=True)
+    if not Path(npz).exists():
+        H.run_child("jax", "_sides_jax", "prepare", dict(problem_name="reference", npz=npz))
+    tsl = [float(t) for t in ts]
+    cfgs = H.gemm_configs(4096) + [("hessian/jaxland", dict(
+        side="jax", module="_sides_jax", func="hessian_eigs", kwargs=dict(
+            problem_name="reference", ts=tsl, k=k, num_steps=K, probes=probes, tol=args.tol,
+            which=args.which, warm_start=bool(args.warm_start), trace=trace, repeats=repeats)))]
+    if not args.skip_pyhessian:
+        env = {} if args.torch_threads is None else {"OMP_NUM_THREADS": str(args.torch_threads)}
+        cfgs.append(("hessian/pyhessian", dict(side="torch", module="_sides_torch",
+                                               func="pyhessian_eigs", env=env, kwargs=dict(
+                                                   npz=npz, ts=tsl, k=k, probes=probes,
+                                                   trace=trace, repeats=repeats))))
+    # each side in its own fresh processes, interleaved (benchmarks/_harness.py)
+    H.interleaved(state, cfgs, processes, timeout=3600)
+    jres = [r for r in state.results("hessian/jaxland") if r.get("ok")]
+    pres = [r for r in state.results("hessian/pyhessian") if r.get("ok")]
+    if not jres:
+        print("jaxland's children failed: " + str(state.results("hessian/jaxland")[-1:]))
+        return 2
+    sj_eig, sp_eig = H.summary(jres, "eigs"), H.summary(pres, "eigs")
+    sj_tr = H.summary(jres, "trace") if trace else {}
+    sp_tr = H.summary(pres, "trace") if trace else {}
+    tj_eig, tj_tr = sj_eig["median_s"], sj_tr.get("median_s", float("nan"))
+    tp_eig = sp_eig["best_s"] if pres else float("nan")
+    tp_tr = sp_tr.get("best_s") if pres and trace else float("nan")
+    j0 = jres[0]
+    rj = SimpleNamespace(top=np.asarray(j0["top"]), top_bound=np.asarray(j0["top_bound"]),
+                         lambda_min=np.asarray(j0["lambda_min"]), num_steps=j0["num_steps"])
+    rj_tr = SimpleNamespace(mean=np.asarray(j0.get("trace", [np.nan] * B)),
+                            stderr=np.asarray(j0.get("trace_stderr", [np.nan] * B)))
+    steps_j = list(rj.num_steps)
+    if pres:
+        vp = np.asarray(pres[0]["eigs"])
+        vp_tr = np.asarray(pres[0].get("trace", [np.nan] * B))
+        hvps_p = pres[0]["hvps"]
     else:
-        tp_eig, vp, tp_tr, vp_tr, hvps_p = run_pyhessian(
-            path,
-            ts,
-            x,
-            y,
-            k=k,
-            probes=probes,
-            repeats=repeats,
-            threads=args.torch_threads,
-            trace=trace,
-        )
-    print(
-        f"  pyhessian eigs {tp_eig:.2f} s, trace {tp_tr:.2f} s; HVPs per point {hvps_p}",
-        flush=True,
-    )
+        vp, vp_tr, hvps_p = np.full((B, k), np.nan), np.full(B, np.nan), [float("nan")] * B
+    print(f"  jaxland   eigs median {tj_eig:.2f} s over {sj_eig['processes']} processes, trace "
+          f"{tj_tr:.2f} s; HVPs (Lanczos steps) per point {steps_j}", flush=True)
+    print(f"  pyhessian eigs best {tp_eig:.2f} s over {sp_eig['processes']} processes, trace "
+          f"{tp_tr:.2f} s; HVPs per point {hvps_p}", flush=True)
     ref = None
     if args.reference_steps:
         pts = jax.vmap(path)(jnp.asarray(ts))
@@ -353,6 +283,12 @@ def main(argv=None) -> int:
         eig_seconds_jaxland=tj_eig,
         eig_seconds_pyhessian=tp_eig,
         eig_speedup_vs_pyhessian=tp_eig / tj_eig,
+        eig_jaxland=sj_eig, eig_pyhessian=sp_eig, eig_ratios=H.ratios(sj_eig, sp_eig),
+        trace_jaxland=sj_tr, trace_pyhessian=sp_tr,
+        trace_ratios=H.ratios(sj_tr, sp_tr) if trace else None,
+        gemm_peak=H.gemm_peak(state, 4096), processes=processes,
+        timing_note="each side in its own fresh processes (benchmarks/_harness.py), interleaved; "
+                    "jaxland's figure is its median process, PyHessian's its best process",
         hvps_jaxland=int(np.sum(steps_j)),
         hvps_pyhessian=float(np.sum(hvps_p)),
         hvp_ratio_pyhessian_over_jaxland=float(np.sum(hvps_p)) / float(np.sum(steps_j)),
@@ -436,7 +372,6 @@ def main(argv=None) -> int:
     summary["load_before"], summary["load_after"] = load_before[0], load_after[0]
     summary["quick"] = bool(args.quick)
 
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(meta=summary, records=records + ([million] if million else []))
     out.write_text(json.dumps(payload, indent=1))

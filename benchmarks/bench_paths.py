@@ -67,12 +67,12 @@ TARGETS = {  # (problem, method, P): ratio against the peer's best process (issu
 PEAK_TARGET = {("reference", "user_function"): 0.85}  # fraction of XLA's GEMM peak (§2)
 
 
-def plan(quick: bool, problems: list[str], subset: int | None) -> dict:
+def plan(quick: bool, problems: list[str], subset: int | None, points: list[int] | None = None) -> dict:
     """Per problem: the P values, the points on which the per-point methods are timed, the methods."""
     out = {}
     for p in problems:
         if p in ("reference", "wide_input"):
-            Ps = [64, 256] if quick else list(DISPATCH_POINTS)
+            Ps = points or ([64, 256] if quick else list(DISPATCH_POINTS))
             S = subset or (16 if quick else 64)
             methods = [*ENGINE, "user_function", "jax_loop"]
         elif p == "toy":
@@ -87,7 +87,8 @@ def plan(quick: bool, problems: list[str], subset: int | None) -> dict:
     return out
 
 
-def configs(p: str, pl: dict, npz: str, max_calls: int, budget_s: float, flags: dict) -> list:
+def configs(p: str, pl: dict, npz: str, max_calls: int, budget_s: float, flags: dict,
+            flag_problems: tuple = ()) -> list:
     """The children of problem `p`: the peer (default threads, one thread) and jaxland (per
     XLA_FLAGS variant in `flags`, label → flags; "" is the default)."""
     S, Ps = pl["S"], pl["Ps"]
@@ -99,6 +100,8 @@ def configs(p: str, pl: dict, npz: str, max_calls: int, budget_s: float, flags: 
                                                  npz=npz, points=S, max_calls=max_calls,
                                                  budget_s=budget_s))))
     for label, fl in flags.items():
+        if label and p not in flag_problems:
+            continue
         out.append((f"{p}/jaxland/{label or 'default'}", dict(
             side="jax", module="_sides_jax", func="paths", env={"XLA_FLAGS": fl} if fl else {},
             kwargs=dict(problem_name=p, Ps=Ps, methods=pl["methods"], subset=per_point_at,
@@ -305,6 +308,10 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=6.0, help="seconds of timed calls per method in a child")
     ap.add_argument("--xla-flags", action="append", default=[], metavar="LABEL=FLAGS",
                     help="also run jaxland with XLA_FLAGS=FLAGS (item 3 of issue 20); repeatable")
+    ap.add_argument("--flag-problems", default="cnn",
+                    help="the problems on which the --xla-flags variants run (default cnn)")
+    ap.add_argument("--points", default=None,
+                    help="P values of reference / wide_input (default 16,64,256,1024,4096; quick 64,256)")
     ap.add_argument("--big", action="store_true", help="also P = 100 000 reference points in a child "
                     "(peak memory against 24 GiB)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before a child is killed")
@@ -328,7 +335,8 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     cache = Path(tempfile.gettempdir()) / "jaxland_bench"
     cache.mkdir(exist_ok=True)
-    pls = plan(args.quick, problems, args.subset)
+    pls = plan(args.quick, problems, args.subset,
+               [int(v) for v in args.points.split(",")] if args.points else None)
     print(f"{os.cpu_count()} cores, load {load_start[0]:.2f}; {processes} processes per side", flush=True)
     for p in problems:
         npz = str(cache / f"{p}.npz")
@@ -339,7 +347,8 @@ def main(argv=None) -> int:
                 return 2
     cfgs = H.gemm_configs(4096)
     for p in problems:
-        cfgs += configs(p, pls[p], str(cache / f"{p}.npz"), args.max_calls, args.budget, flags)
+        cfgs += configs(p, pls[p], str(cache / f"{p}.npz"), args.max_calls, args.budget, flags,
+                        tuple(args.flag_problems.split(",")))
     H.interleaved(state, cfgs, processes, timeout=args.timeout)
     big = None
     if args.big:

@@ -3,27 +3,34 @@
 Given a d × d cost matrix C, find the permutation π minimising Σ_i C[i, π(i)].
 
 **Dense** (d < `SPARSE_FROM`): `scipy.optimize.linear_sum_assignment` (a shortest augmenting path
-Jonker–Volgenant variant, exact). Its time grows like d^2.7 on the similarity matrices of `align`:
-0.9 s at d = 4096 and ≈ 40 s at d = 16 384 on a 2-core CPU, 5–6 solves per `align` at that width.
+Jonker–Volgenant variant, exact). Its time grows like d^2.7 on the similarity matrices of `align`
+(0.9–1.0 s at d = 4096, ≈ 40 s at d = 16 384 on an idle 2-core CPU, 5–6 solves per `align` at
+that width: 67–89 % of its time, issue 20).
 
-**Candidate graph** (d ≥ `SPARSE_FROM`). Each row keeps its k cheapest columns and each column its
-k cheapest rows (k = `candidates`, 32 by default: at most 2·k·d edges), and
-`scipy.sparse.csgraph.min_weight_full_bipartite_matching` (LAPJVsp, exact on that graph) solves the
-sparse problem. The optimum of the dense problem uses, in every row, a column among the cheapest
-few; when the graph misses it, the answer is the best assignment within the candidate edges. If the
-candidate graph has no perfect matching, k is doubled (and at k ≥ d/4 the dense solver is used).
-Measured on the similarity matrices of `align` (two independent SkipNet draws, m = 4096 and 16 384;
-`benchmarks/bench_align.py --solvers`): with k = 32 the same permutation as the dense solver on
-every matrix measured (relative objective gap 0); with k = 16 a gap of 5–9·10⁻⁶ and 97 % of the
-entries equal. Selecting the candidates is O(d²) (`numpy.argpartition` in blocks of rows and of
-columns, so no d × d index array is formed).
+**Candidate graph** (d ≥ `SPARSE_FROM`). Entry (i, j) is kept if it is below row i's or column j's
+estimated (k/d)-quantile (k = `candidates`, 128 by default; the quantiles estimated on a block of
+1024 columns / rows, so about k entries per row and per column, ≈ 2·k·d edges, found in one blocked
+pass over C with no d × d temporary), and `scipy.sparse.csgraph.min_weight_full_bipartite_matching`
+(LAPJVsp, exact on that graph) solves the sparse problem. The optimum of the dense problem uses,
+in every row, a column among its cheapest few; where the graph misses one, the answer is the best
+assignment within the candidate edges (not exact). If the graph has no perfect matching, k is
+doubled (the dense solver once 4k ≥ d).
 
-Alternatives measured and not chosen (same matrices, `benchmarks/bench_align.py --solvers`): the
-LAPJV packages `lapjv` (1.3) and `lap` (0.5; exact, 0.65–1.2× scipy's time: same d^2.7 growth), a
-NumPy ε-scaling forward auction (exact to rounding at ε = 10⁻⁶ of the cost range, but 1.6–3.7×
-slower than scipy at d = 4096: ~11 000 vectorised bidding rounds, the tail bidding one row at a
-time), `optax.assignment.hungarian_algorithm` (0.2.8; jittable, O(d³) with a Python-free loop, but
-far slower than scipy on CPU; suited to a GPU and small d).
+Measured (2 loaded CPU cores; `benchmarks/bench_align.py --solvers` for d ≤ 4096):
+- on the hidden group's matrices of `align` (two independent SkipNet draws) at d = 4096 and
+  d = 16 384: the same permutation as the dense solver on every matrix (k = 64 and 128), and at
+  d = 16 384 `align` gave the same matching objective J (13146.954093999084 both), the same
+  values of F at 257 points of the segment to a and the aligned b (max difference 0.0) and so the
+  same barrier, in 151 s against 925 s with the dense solver (load ≈ 12; 6.1×);
+- on unstructured random low-rank costs (d = 4096): k = 64 a relative objective gap of 1.4·10⁻⁶
+  (98 % of the entries equal), k = 128 the same permutation.
+
+Alternatives measured and not chosen (same matrices): the LAPJV packages `lapjv` 1.3 and `lap` 0.5
+(exact; 0.65–1.9× scipy's time at d = 4096: the same d^2.7 growth); a NumPy ε-scaling forward
+auction (exact to rounding at ε = 10⁻⁶ of the cost range, but 1.6–3.7× slower than scipy at
+d = 4096: ≈ 11 000 vectorised bidding rounds, the last ones bidding one row at a time);
+`optax.assignment.hungarian_algorithm` (optax 0.2.8; jittable, suited to a GPU; on CPU far slower
+than scipy, see `bench_align.py --solvers`).
 """
 
 from __future__ import annotations
@@ -89,8 +96,8 @@ def linear_assignment(cost: ArrayLike, *, candidates: int | None = CANDIDATES) -
 
     Args:
         cost: (d, d) real matrix (not modified).
-        candidates: cheapest entries kept per row and per column for d ≥ `SPARSE_FROM` (see the
-            module docstring); None solves the dense problem exactly at every size.
+        candidates: about this many entries kept per row and per column for d ≥ `SPARSE_FROM`
+            (see the module docstring); None solves the dense problem exactly at every size.
 
     Returns:
         perm: (d,) int64, a permutation of 0 … d − 1; row i is assigned column perm[i].

@@ -172,6 +172,41 @@ def _trace_key(dyn, static, batch_size, dtype):
     return key
 
 
+_START_CACHE: dict = {}
+
+
+def _start_shape(path, dtype):
+    """`eqx.filter_eval_shape(path, 0.0)`, cached by the path's structure, shapes and static parts."""
+    dyn, static = eqx.partition(path, eqx.is_array)
+    key = _trace_key(dyn, static, None, dtype)
+    if key is not None and key in _START_CACHE:
+        return _START_CACHE[key]
+    start = eqx.filter_eval_shape(path, jnp.asarray(0.0, dtype))
+    if key is not None:
+        if len(_START_CACHE) >= 64:
+            _START_CACHE.pop(next(iter(_START_CACHE)))
+        _START_CACHE[key] = start
+    return start
+
+
+#: below this many (sample, unit) entries N·m a point of a structured objective costs microseconds:
+#: the structured point kernel's one point per loop step is then slower than the plain kernel's
+#: groups of points (README-sized toy, N = 256, m = 32, P = 1024: 2–7× slower; issue 20), and the
+#: sweep is not used either (`_sweep.SWEEP_MIN_ENTRIES`, the same bound)
+TINY_ENTRIES = 1 << 16
+
+
+def _tiny_structured(fn, start, sweep, mesh) -> bool:
+    """Whether an `Objective` on a structured path is so small (N·m < `TINY_ENTRIES`, on CPU, no mesh,
+    automatic sweep) that the plain kernel evaluates it faster than the structured kernels."""
+    if sweep is not None or mesh is not None or start is None or not _on_cpu(None):
+        return False
+    W1 = getattr(start, "W1", None)
+    if W1 is None or len(W1.shape) != 2:
+        return False
+    return fn.num_samples * W1.shape[0] < TINY_ENTRIES
+
+
 def evaluate_path(
     fn: Callable,
     path: AbstractPath,
@@ -223,7 +258,9 @@ def evaluate_path(
     `jaxland.engine._plain` and `jaxland.engine._sweep`):
     - several devices: vmapped chunks inside `shard_map`, as many points per chunk as fit in the
       budget;
-    - an `Objective` on a structured path: the sweep on a straight piece on CPU with
+    - an `Objective` on a structured path: on CPU, when N·m < 2^16 (`TINY_ENTRIES`: a point costs
+      microseconds), the plain kernel below (its groups of points beat the point kernel's one point
+      per loop step); else the sweep on a straight piece on CPU with
       P ≥ s·(16 + 380·f) points, else the structured point kernel (one executable, a loop over
       groups of points; on CPU groups of one point once a point's working set passes 64 MiB; the
       first layer per point or precomputed, by the cost model of the module docstring);
@@ -290,9 +327,11 @@ def evaluate_path(
     Pn = ts_np.shape[0]
 
     batches = None
+    start = None
     if isinstance(fn, Objective):
-        # shapes only: γ(0) is not computed (a long Concat would otherwise run eagerly op by op)
-        start = eqx.filter_eval_shape(path, jnp.asarray(0.0, dtype))
+        # shapes only: γ(0) is not computed (a long Concat would otherwise run eagerly op by op);
+        # cached by the path's structure and shapes (a repeat call does not trace the path again)
+        start = _start_shape(path, dtype)
         check_data(start, fn.x, fn.y, fn.loss)
         bs = batch_size
         if data_axis is not None:
@@ -312,7 +351,7 @@ def evaluate_path(
         if own is not None:
             return jnp.asarray(own)
 
-    if structured and _structured_ok(fn, path):
+    if structured and _structured_ok(fn, path) and not _tiny_structured(fn, start, sweep, mesh):
         return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,
                                     n_pdev, n_ddev, dtype, sweep)
 
