@@ -88,13 +88,15 @@ def plan(quick: bool, problems: list[str], subset: int | None, points: list[int]
 
 
 def configs(p: str, pl: dict, npz: str, max_calls: int, budget_s: float, flags: dict,
-            flag_problems: tuple = ()) -> list:
+            flag_problems: tuple = (), peer_threads: tuple = ("default", "1")) -> list:
     """The children of problem `p`: the peer (default threads, one thread) and jaxland (per
     XLA_FLAGS variant in `flags`, label → flags; "" is the default)."""
     S, Ps = pl["S"], pl["Ps"]
     per_point_at = S if p in ("reference", "wide_input") else None
     out = []
     for label, env in (("threads=default", {}), ("threads=1", {"OMP_NUM_THREADS": "1"})):
+        if label.split("=")[1] not in peer_threads:
+            continue
         out.append((f"{p}/peer/{label}", dict(side="torch", module="_sides_torch",
                                              func="loss_landscapes_path", env=env, kwargs=dict(
                                                  npz=npz, points=S, max_calls=max_calls,
@@ -310,6 +312,9 @@ def main(argv=None) -> int:
                     help="also run jaxland with XLA_FLAGS=FLAGS (item 3 of issue 20); repeatable")
     ap.add_argument("--flag-problems", default="cnn",
                     help="the problems on which the --xla-flags variants run (default cnn)")
+    ap.add_argument("--peer-threads", default="default,1",
+                    help="the peer's thread configurations: default (PyTorch's), 1, or both "
+                         "(default both; its figure is the better one)")
     ap.add_argument("--points", default=None,
                     help="P values of reference / wide_input (default 16,64,256,1024,4096; quick 64,256)")
     ap.add_argument("--big", action="store_true", help="also P = 100 000 reference points in a child "
@@ -348,7 +353,7 @@ def main(argv=None) -> int:
     cfgs = H.gemm_configs(4096)
     for p in problems:
         cfgs += configs(p, pls[p], str(cache / f"{p}.npz"), args.max_calls, args.budget, flags,
-                        tuple(args.flag_problems.split(",")))
+                        tuple(args.flag_problems.split(",")), tuple(args.peer_threads.split(",")))
     H.interleaved(state, cfgs, processes, timeout=args.timeout)
     big = None
     if args.big:
