@@ -70,7 +70,9 @@ def _data(jnp, jax, N, dtype):
 
 
 def build_path(kind: str, dtype_name: str, small: bool):
-    """(path, φ) for a path kind between trained endpoints."""
+    """The path of a kind between trained endpoints ("_hang": never returns, for the watchdog test)."""
+    if kind == "_hang":
+        time.sleep(1e6)
     import jax
 
     if dtype_name == "float64":
@@ -308,6 +310,7 @@ def main(argv=None):
     ap.add_argument("--small", action="store_true", help="CI sizes (m=16, P up to 1000)")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--pairs", default=None, help="kind:dtype,... instead of --kinds × --dtypes")
     ap.add_argument("--sizes", default=None, help="comma-separated P values")
     ap.add_argument("--eager-cap", type=int, default=None, help="points of the eager/jit loops")
     ap.add_argument("--timeout", type=float, default=None, help="watchdog per child, seconds")
@@ -333,11 +336,13 @@ def main(argv=None):
     done = []
     if args.resume and out.exists():
         done = [r for r in json.loads(out.read_text())["results"] if r["ok"]]
-    todo = [(k, d) for k in args.kinds.split(",") for d in args.dtypes.split(",")
-            if not any(r["kind"] == k and r["dtype"] == d for r in done)]
+    pairs = ([tuple(p.split(":")) for p in args.pairs.split(",")] if args.pairs
+             else [(k, d) for k in args.kinds.split(",") for d in args.dtypes.split(",")])
+    todo = [(k, d) for k, d in pairs if not any(r["kind"] == k and r["dtype"] == d for r in done)]
     results = list(done)
-    workdir = out.parent / ".soak_progress"
-    workdir.mkdir(exist_ok=True)
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="soak_progress_"))
 
     def write():
         out.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
