@@ -12,7 +12,8 @@ their BatchNorm statistics then set to the exact full-training-set values
 = b (before), b' = `align(a, b)` (weight matching on the traced spec), and the aligned segment with
 each point repaired (`jaxland.alignment.interpolate(a, b', t, repair=True, data=x_train)`);
 also with each point's BatchNorm statistics recomputed on the training data ("reset", the RESET
-of Jordan et al.). Barrier = max_t L(t) − max(L(0), L(1)).
+of Jordan et al.), and with b' from activation matching on the training inputs ("act", the matching
+Jordan et al. use), plain and repaired. `--cache DIR` stores the trained models and reuses them. Barrier = max_t L(t) − max(L(0), L(1)).
 
 Variance collapse: at t = ½, for each correction point of REPAIR (every BatchNorm output and
 biased convolution), the ratio std(z_t) / ((1−t) std(z_a) + t std(z_b)) per channel, on the
@@ -62,9 +63,13 @@ def split():
         (jnp.asarray(x[te], jnp.float32), jnp.asarray(y[te]))
 
 
-def train(w: int, seed: int, x, y, steps: int):
+def train(w: int, seed: int, x, y, steps: int, cache: Path | None = None):
     model, state = eqx.nn.make_with_state(rm.ResNet)(jax.random.PRNGKey(seed), width=w,
                                                     width2=2 * w)
+    file = None if cache is None else cache / f"resnet_w{w}_s{seed}_steps{steps}.eqx"
+    if file is not None and file.exists():
+        model = eqx.nn.inference_mode(model, True)
+        return eqx.tree_deserialise_leaves(file, (model, state))
     model = eqx.nn.inference_mode(model, False)
     opt = optax.adam(3e-3)
     params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -87,6 +92,9 @@ def train(w: int, seed: int, x, y, steps: int):
         params, state, ost, _ = step(params, state, ost, x[i], y[i])
     model = eqx.nn.inference_mode(eqx.combine(params, static), True)
     state = jl.recompute_batch_stats(model, state, x)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        eqx.tree_serialise_leaves(file, (model, state))
     return model, state
 
 
@@ -142,6 +150,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--points", type=int, default=9)
     ap.add_argument("--out", default="benchmarks/results/bench_repair.json")
+    ap.add_argument("--cache", default=None, help="folder for the trained models (reused)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*BatchNorm.*")
     (xtr, ytr), (xte, yte) = split()
@@ -152,17 +161,23 @@ def main(argv=None) -> dict:
     print(hdr)
     for w in args.widths:
         t0 = time.perf_counter()
-        a = train(w, 0, xtr, ytr, args.steps)
-        b = train(w, 1, xtr, ytr, args.steps)
+        cache = None if args.cache is None else Path(args.cache)
+        a = train(w, 0, xtr, ytr, args.steps, cache)
+        b = train(w, 1, xtr, ytr, args.steps, cache)
         t_train = time.perf_counter() - t0
         spec = jl.permutation_spec(a, apply=rm.apply, example_input=xtr[:8])
         t0 = time.perf_counter()
         res = jl.align(a, b, spec=spec, key=jax.random.PRNGKey(0))
         t_align = time.perf_counter() - t0
+        # activation matching (the matching REPAIR's paper uses): each group's last ReLU on the
+        # training inputs, a convolution's channels at every position
+        act = jl.align(a, b, method="activations", data=xtr, spec=spec)
         row = {"w": w, "groups": len(spec.groups), "train_seconds": t_train,
-               "align_seconds": t_align, "ts": ts.tolist()}
+               "align_seconds": t_align, "ts": ts.tolist(),
+               "acc_a": evaluate(a, xte, yte)[1], "acc_b": evaluate(b, xte, yte)[1]}
         for name, end, mode in (("before", b, "plain"), ("aligned", res.net, "plain"),
-                                ("repair", res.net, "repair"), ("reset", res.net, "reset")):
+                                ("repair", res.net, "repair"), ("reset", res.net, "reset"),
+                                ("act", act.net, "plain"), ("act_repair", act.net, "repair")):
             v = segment(a, end, xte, yte, xtr, ts, mode)
             loss = np.array([u[0] for u in v])
             acc = np.array([u[1] for u in v])
@@ -172,12 +187,15 @@ def main(argv=None) -> dict:
             row[f"{name}_acc_dip"] = float(min(acc[0], acc[-1]) - acc.min())
         row["collapse_before"] = collapse(a, b, xtr)
         row["collapse_aligned"] = collapse(a, res.net, xtr)
+        row["collapse_act"] = collapse(a, act.net, xtr)
         rows.append(row)
-        print(f"{w:>3} {row['before_acc'][0]:>6.3f} {row['before_acc'][-1]:>6.3f} "
+        print(f"{w:>3} {row['acc_a']:>6.3f} {row['acc_b']:>6.3f} "
               f"{row['before_barrier']:>8.3f} {row['aligned_barrier']:>8.3f} "
               f"{row['repair_barrier']:>8.3f} {row['reset_barrier']:>8.3f} "
               f"{row['collapse_before']['mean']:>17.3f} {row['collapse_aligned']['mean']:>8.3f} "
-              f"{row['repair_acc_dip']:>16.3f}", flush=True)
+              f"{row['repair_acc_dip']:>16.3f} | act {row['act_barrier']:>7.3f} "
+              f"+REPAIR {row['act_repair_barrier']:>7.3f} std ratio "
+              f"{row['collapse_act']['mean']:.3f}", flush=True)
     out = {"rows": rows, "steps": args.steps, "jax": jax.__version__,
            "platform": platform.platform(), "loadavg": os.getloadavg()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -345,7 +345,7 @@ def _point_stats(net, x):
     an, closed, _ = trace(fn, vals, x)
     pts = rp._points(an, closed, len(dyn))
     c = type(closed)(closed.jaxpr.replace(outvars=[p.z for p in pts]), closed.consts)
-    zs = rp._jaxpr_as_fun(c)(*vals, x)
+    zs = jax.jit(rp._jaxpr_as_fun(c))(*vals, x)
     return [rp._stats(np.asarray(z), p.axis) for z, p in zip(zs, pts, strict=True)]
 
 

@@ -3,8 +3,12 @@
 A *permutation group* is a set of hidden units whose order does not matter to the network: permuting
 them along every (leaf, axis) pair of the group, all with the same permutation, leaves the computed
 function unchanged. `permutation_spec(net)` builds the groups of the paper's networks and of
-`eqx.nn.MLP`; `permutation_spec(net, groups)` checks a user's declaration for any other model (an
-equinox module, a dict of arrays, a flax nnx module or its `nnx.split` state).
+`eqx.nn.MLP`; `permutation_spec(net, example_input=x, apply=…)` finds the groups of any other model
+by tracing it (`jaxland.alignment._trace`: a residual stream is one group shared by every block it
+crosses, each block's inner units get their own, normalisation parameters and running statistics
+follow their channels; equinox, flax nnx, flax linen and haiku through `apply`);
+`permutation_spec(net, groups)` checks a user's declaration (an equinox module, a dict of arrays, a
+flax nnx module or its `nnx.split` state).
 
 **Leaves are named by key path**, the canonical, serialisable form: the path of `jax.tree_util`'s
 `tree_flatten_with_path` written with dots and brackets, e.g. ``"W1"``, ``"theta[0]"``,
