@@ -91,7 +91,7 @@ def figure1_settings(*, preset: str = "full", seed: int = 0) -> dict:
         "width": pick(4, 8, 8),
         "n_train": pick(64, 256, 256),
         "steps": pick(30, 200, 500),
-        "batch_size": pick(32, 128, 128),
+        "batch_size": pick(32, 64, 128),
         "learning_rate": 3e-3,
         "grid": pick(5, 21, 51),
         "span": 1.0,

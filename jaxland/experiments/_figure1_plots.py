@@ -176,7 +176,7 @@ def _interpolation(out: Path, report: dict) -> str:
             seg = r["segment"]
             kind = "with skip" if r["skip"] else "without skip"
             ax.plot(seg["t_refined"], seg["loss_refined"], "-",
-                    label=f"{kind}: barrier {seg['barrier']:.3g}")
+                    label=f"{kind}: barrier {seg['barrier']:.3f}")
             ax.plot([seg["t_max"]], [seg["f_max"]], "kx", ms=6)
         lo = min(float(np.min(r["segment"]["loss_refined"])) for _, r in pair)
         hi = max(float(np.max(r["segment"]["loss_refined"])) for _, r in pair)
