@@ -52,6 +52,7 @@ def test_report_grids_and_ratios(run):
         np.testing.assert_allclose(h["alphas"], np.asarray(r["surface"]["alphas"])[h["index"]])
         assert 0 <= h["nonconvex_fraction"] <= 1
         np.testing.assert_allclose(h["nonconvex_fraction"], np.mean(R > 0.1))
+        np.testing.assert_allclose(h["mean_ratio"], np.mean(R))
         basin = Z[np.ix_(h["index"], h["index"])] < np.log(10)
         assert h["basin_points"] == int(basin.sum())
         if basin.any():

@@ -15,13 +15,14 @@ For every depth of the preset and for the residual CNN with and without its iden
    batched engine (`random_directions_slice` → `evaluate_path`), in blocks of rows so that a killed
    run keeps its finished rows;
 3. the non-convexity map: λ_min and λ_max of ∇²F (`hessian_eigs_batch`, Lanczos) on the
-   `hessian_grid` × `hessian_grid` sub-grid of equally spaced grid points (`hessian_subgrid`), and r = max(0, −λ_min) / max(|λ_min|, |λ_max|) ∈ [0, 1]:
+   `hessian_grid` × `hessian_grid` sub-grid of equally spaced grid points (`hessian_subgrid`),
+   and r = max(0, −λ_min) / max(|λ_min|, |λ_max|) ∈ [0, 1]:
    Li et al.'s |λ_min/λ_max| where the Hessian has both signs (|λ_min| ≤ λ_max), 0 where Lanczos
    sees no negative curvature, 1 where negative curvature dominates. Reported: the map and the
-   fraction of sub-grid points with r > 0.1;
-   Also reported: the same fraction among the sub-grid points inside the basin, where F is below
-   ln 10 (the loss of the uniform prediction over the 10 classes), `nonconvex_fraction_basin`, with
-   their number `basin_points` (the plane also reaches the high plateau around the basin, where
+   fraction of sub-grid points with r > 0.1. Also reported: the same fraction among the sub-grid
+   points inside the basin, where F is below ln 10 (the loss of the uniform prediction over the 10
+   classes), `nonconvex_fraction_basin`, with their number `basin_points`, and the mean of r over
+   the sub-grid, `mean_ratio` (the plane also reaches the high plateau around the basin, where
    every net's Hessian is indefinite);
 4. roughness of the surface, two numbers:
    - `local_minima`: grid points strictly below all 8 neighbours (interior points only); a convex
@@ -350,6 +351,7 @@ def _piece(store, s, log, key, depth, skip, x, y, x_test, y_test) -> dict:
         "hessian": {"index": sub, "alphas": axis[sub], "betas": axis[sub], "lambda_min": lam_min,
                     "lambda_max": lam_max, "ratio": ratio,
                     "nonconvex_fraction": float(np.mean(ratio > s["nonconvex_threshold"])),
+                    "mean_ratio": float(np.mean(ratio)),
                     "basin_points": int(np.sum(basin)),
                     "nonconvex_fraction_basin": frac_basin},
         "roughness": {k: v for k, v in rough.items()},
@@ -384,6 +386,7 @@ def summary_table(report: dict) -> list[dict]:
                      "accuracy": r["accuracy"], "test_accuracy": r["test_accuracy"],
                      "nonconvex_fraction": r["hessian"]["nonconvex_fraction"],
                      "nonconvex_fraction_basin": r["hessian"]["nonconvex_fraction_basin"],
+                     "mean_ratio": r["hessian"]["mean_ratio"],
                      "basin_points": r["hessian"]["basin_points"],
                      "local_minima": r["roughness"]["local_minima"],
                      "tv_ratio": r["roughness"]["tv_ratio"], "barrier": r["barrier"]})
@@ -405,13 +408,14 @@ def format_figure1_table(report: dict) -> str:
 def format_figure1_markdown(report: dict) -> str:
     """The summary table as Markdown (the README's table is this, from docs/figure1/report.json)."""
     lines = ["| depth | skip | training loss | training acc. | held-out acc. | non-convex fraction "
-             "(r > 0.1) | … in the basin (points) | local minima | TV ratio | barrier A→B |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "(r > 0.1) | … in the basin (points) | mean r | local minima | TV ratio | barrier A→B |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["table"]:
         fb = r["nonconvex_fraction_basin"]
         fb = "–" if isinstance(fb, str) or not np.isfinite(fb) else f"{fb:.2f}"
         lines.append(f"| {r['depth']} | {'yes' if r['skip'] else 'no'} | {r['loss']:.3g} | "
                      f"{r['accuracy']:.3f} | {r['test_accuracy']:.3f} | "
                      f"{r['nonconvex_fraction']:.2f} | {fb} ({r['basin_points']}) | "
+                     f"{r['mean_ratio']:.2f} | "
                      f"{r['local_minima']} | {r['tv_ratio']:.3f} | {r['barrier']:.3g} |")
     return "\n".join(lines)
