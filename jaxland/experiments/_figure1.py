@@ -15,17 +15,21 @@ For every depth of the preset and for the residual CNN with and without its iden
    batched engine (`random_directions_slice` → `evaluate_path`), in blocks of rows so that a killed
    run keeps its finished rows;
 3. the non-convexity map: λ_min and λ_max of ∇²F (`hessian_eigs_batch`, Lanczos) on the
-   `hessian_grid` × `hessian_grid` sub-grid of equally spaced grid points (`hessian_subgrid`), and r = max(0, −λ_min) / max(|λ_min|, |λ_max|) ∈ [0, 1]:
+   `hessian_grid` × `hessian_grid` sub-grid of equally spaced grid points (`hessian_subgrid`),
+   and r = max(0, −λ_min) / max(|λ_min|, |λ_max|) ∈ [0, 1]:
    Li et al.'s |λ_min/λ_max| where the Hessian has both signs (|λ_min| ≤ λ_max), 0 where Lanczos
    sees no negative curvature, 1 where negative curvature dominates. Reported: the map and the
-   fraction of sub-grid points with r > 0.1;
-4. roughness of the surface, two numbers (both on log F, so that nets whose losses differ by orders
-   of magnitude are compared by the shape of their surfaces):
+   fraction of sub-grid points with r > 0.1. Also reported: the same fraction among the sub-grid
+   points inside the basin, where F is below ln 10 (the loss of the uniform prediction over the 10
+   classes), `nonconvex_fraction_basin`, with their number `basin_points`, and the mean of r over
+   the sub-grid, `mean_ratio` (the plane also reaches the high plateau around the basin, where
+   every net's Hessian is indefinite);
+4. roughness of the surface, two numbers:
    - `local_minima`: grid points strictly below all 8 neighbours (interior points only); a convex
      bowl has 1 (or 0 when its minimum is on the border);
-   - `tv_ratio` = TV(log F − q) / TV(log F), q the least-squares quadratic in (α, β) fitted to
-     log F, TV(Z) = Σ_ij |Z_{i+1,j} − Z_ij| + |Z_{i,j+1} − Z_ij|: the share of the surface's
-     variation that a quadratic bowl does not explain (0 for a quadratic, larger = rougher);
+   - `tv_ratio` = TV(F − q) / TV(F), q the least-squares quadratic in (α, β) fitted to F,
+     TV(Z) = Σ_ij |Z_{i+1,j} − Z_ij| + |Z_{i,j+1} − Z_ij|: the share of the surface's variation
+     that a quadratic bowl does not explain (0 for a quadratic, larger = rougher);
 5. the barrier of the straight segment θ_A → θ_B between the two minima: F at `barrier_points`
    points (`evaluate_path`), the maximum refined with `refine_max`, barrier = max F − max(F(θ_A),
    F(θ_B)).
@@ -88,7 +92,7 @@ def figure1_settings(*, preset: str = "full", seed: int = 0) -> dict:
         "width": pick(4, 8, 8),
         "n_train": pick(64, 256, 256),
         "steps": pick(30, 200, 500),
-        "batch_size": pick(32, 128, 128),
+        "batch_size": pick(32, 64, 128),
         "learning_rate": 3e-3,
         "grid": pick(5, 21, 51),
         "span": 1.0,
@@ -122,9 +126,9 @@ def _label(depth: int, skip: bool) -> str:
 
 
 def roughness(values) -> dict:
-    """The two roughness numbers of a surface (module docstring): `local_minima` and `tv_ratio`,
-    both computed on log F of the (n_α, n_β) grid `values` (positive)."""
-    Z = np.log(np.maximum(np.asarray(values, np.float64), 1e-300))
+    """The two roughness numbers of a surface (module docstring): `local_minima` and `tv_ratio`
+    of the (n_α, n_β) grid `values`."""
+    Z = np.asarray(values, np.float64)
     na, nb = Z.shape
     count = 0
     for i in range(1, na - 1):
@@ -334,6 +338,9 @@ def _piece(store, s, log, key, depth, skip, x, y, x_test, y_test) -> dict:
         raise FloatingPointError(f"{name}: the one-pass full-batch loss differs from the loss with "
                                  f"recompute_batch_stats: {check}")
     rough = roughness(surface)
+    basin = surface[np.ix_(sub, sub)] < np.log(10.0)  # below the loss of the uniform prediction
+    thr = s["nonconvex_threshold"]
+    frac_basin = float(np.mean(ratio[basin] > thr)) if np.any(basin) else float("nan")
     n_params = int(sum(np.size(l) for l in jax.tree.leaves(pa)))
     result = {
         "depth": depth, "skip": skip, "parameters": n_params,
@@ -343,7 +350,10 @@ def _piece(store, s, log, key, depth, skip, x, y, x_test, y_test) -> dict:
         "surface": {"alphas": axis, "betas": axis, "loss": surface, "accuracy": surface_acc},
         "hessian": {"index": sub, "alphas": axis[sub], "betas": axis[sub], "lambda_min": lam_min,
                     "lambda_max": lam_max, "ratio": ratio,
-                    "nonconvex_fraction": float(np.mean(ratio > s["nonconvex_threshold"]))},
+                    "nonconvex_fraction": float(np.mean(ratio > s["nonconvex_threshold"])),
+                    "mean_ratio": float(np.mean(ratio)),
+                    "basin_points": int(np.sum(basin)),
+                    "nonconvex_fraction_basin": frac_basin},
         "roughness": {k: v for k, v in rough.items()},
         "segment": seg,
         "bn_check": check,
@@ -375,6 +385,9 @@ def summary_table(report: dict) -> list[dict]:
         rows.append({"net": name, "depth": r["depth"], "skip": r["skip"], "loss": r["loss"],
                      "accuracy": r["accuracy"], "test_accuracy": r["test_accuracy"],
                      "nonconvex_fraction": r["hessian"]["nonconvex_fraction"],
+                     "nonconvex_fraction_basin": r["hessian"]["nonconvex_fraction_basin"],
+                     "mean_ratio": r["hessian"]["mean_ratio"],
+                     "basin_points": r["hessian"]["basin_points"],
                      "local_minima": r["roughness"]["local_minima"],
                      "tv_ratio": r["roughness"]["tv_ratio"], "barrier": r["barrier"]})
     return rows
@@ -395,11 +408,14 @@ def format_figure1_table(report: dict) -> str:
 def format_figure1_markdown(report: dict) -> str:
     """The summary table as Markdown (the README's table is this, from docs/figure1/report.json)."""
     lines = ["| depth | skip | training loss | training acc. | held-out acc. | non-convex fraction "
-             "(r > 0.1) | local minima | TV ratio | barrier A→B |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(r > 0.1) | … in the basin (points) | mean r | local minima | TV ratio | barrier A→B |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["table"]:
+        fb = r["nonconvex_fraction_basin"]
+        fb = "–" if isinstance(fb, str) or not np.isfinite(fb) else f"{fb:.2f}"
         lines.append(f"| {r['depth']} | {'yes' if r['skip'] else 'no'} | {r['loss']:.3g} | "
                      f"{r['accuracy']:.3f} | {r['test_accuracy']:.3f} | "
-                     f"{r['nonconvex_fraction']:.2f} | {r['local_minima']} | {r['tv_ratio']:.3f} | "
-                     f"{r['barrier']:.3g} |")
+                     f"{r['nonconvex_fraction']:.2f} | {fb} ({r['basin_points']}) | "
+                     f"{r['mean_ratio']:.2f} | "
+                     f"{r['local_minima']} | {r['tv_ratio']:.3f} | {r['barrier']:.3g} |")
     return "\n".join(lines)

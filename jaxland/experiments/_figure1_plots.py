@@ -138,6 +138,12 @@ def _nonconvexity(out: Path, report: dict) -> str:
             im = ax.imshow(R.T, origin="lower", cmap="magma", vmin=0, vmax=1,
                            extent=(al[0] - step_a / 2, al[-1] + step_a / 2,
                                    be[0] - step_b / 2, be[-1] + step_b / 2))
+            # the basin's edge: F = ln 10, the loss of the uniform prediction
+            sa, sb = np.asarray(r["surface"]["alphas"]), np.asarray(r["surface"]["betas"])
+            SA, SB = np.meshgrid(sa, sb, indexing="ij")
+            Zs = np.asarray(r["surface"]["loss"], np.float64)
+            if Zs.min() < np.log(10) < Zs.max():
+                ax.contour(SA, SB, Zs, levels=[np.log(10)], colors="cyan", linewidths=1.2)
             for i, a in enumerate(al):
                 for j, b in enumerate(be):
                     ax.text(a, b, f"{R[i, j]:.2f}", ha="center", va="center", fontsize=6,
@@ -150,7 +156,8 @@ def _nonconvexity(out: Path, report: dict) -> str:
             fig.colorbar(im, ax=ax).set_label("max(0, −λ_min) / max(|λ_min|, |λ_max|)")
     _hide_empty(axes)
     fig.suptitle("Non-convexity |λ_min/λ_max| of the Hessian on a sub-grid of the plane "
-                 "(Lanczos; 0 = no negative curvature found)", fontsize=10)
+                 "(Lanczos; 0 = no negative curvature found)\ncyan: the basin's edge, where the "
+                 "loss equals ln 10 (uniform prediction)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "nonconvexity.png")
     plt.close(fig)
@@ -169,7 +176,7 @@ def _interpolation(out: Path, report: dict) -> str:
             seg = r["segment"]
             kind = "with skip" if r["skip"] else "without skip"
             ax.plot(seg["t_refined"], seg["loss_refined"], "-",
-                    label=f"{kind}: barrier {seg['barrier']:.3g}")
+                    label=f"{kind}: barrier {seg['barrier']:.3f}")
             ax.plot([seg["t_max"]], [seg["f_max"]], "kx", ms=6)
         lo = min(float(np.min(r["segment"]["loss_refined"])) for _, r in pair)
         hi = max(float(np.max(r["segment"]["loss_refined"])) for _, r in pair)
