@@ -203,8 +203,10 @@ def _choice(path, x, P: int) -> str:
 
     from jaxland.engine._evaluate import TINY_ENTRIES
 
+    from jaxland.engine._evaluate import TINY_SWEEP_POINTS
+
     if int(x.shape[0]) * int(path(0.0).W1.shape[0]) < TINY_ENTRIES:
-        return "plain (tiny)"
+        return "sweep (tiny)" if P >= TINY_SWEEP_POINTS else "plain (tiny)"
     try:
         basis, coefs = path.combination()
         s = grid(P)
