@@ -65,3 +65,17 @@ def test_start_shape_is_cached():
     a = ev._start_shape(path, np.float32)
     assert ev._start_shape(path, np.float32) is a  # a repeat call does not trace the path again
     assert a.W1.shape == (32, 3)
+
+
+def test_tiny_objective_is_swept_from_256_points(monkeypatch):
+    path, obj = _problem(256, 32)
+    calls = _spy(monkeypatch)
+    ts = np.linspace(0.0, 1.0, ev.TINY_SWEEP_POINTS)
+    v = np.asarray(jaxland.evaluate_path(obj, path, ts))
+    assert calls  # the structured kernels (the sweep) from TINY_SWEEP_POINTS points on a segment
+    plain = np.asarray(jaxland.evaluate_path(obj, path, ts, structured=False))
+    np.testing.assert_allclose(v, plain, rtol=2e-5)  # float32, sums in another order
+    assert ev._all_straight(path)
+    ka, kb, kc = jax.random.split(jax.random.key(1), 3)
+    nets = [jaxland.SkipNet.init(k, n=3, m=32, d_y=1, d_g=4, d_o=4, hidden=(4,)) for k in (ka, kb, kc)]
+    assert not ev._all_straight(jaxland.paths.bezier(nets))  # a curve: the plain kernel

@@ -252,6 +252,20 @@ def _start_shape(path, dtype):
 TINY_ENTRIES = 1 << 16
 
 
+#: a tiny objective on straight pieces with at least this many points is swept: on the toy the sweep
+#: took 7.4 / 19 / 59 ms at P = 256 / 1024 / 4096 against the plain kernel's 14 / 45 / 90, and the
+#: plain kernel 2.4 / 6.2 ms at P = 16 / 64 against the sweep's 14 / 11 (medians over processes,
+#: `benchmarks/bench_paths.py --problems toy`)
+TINY_SWEEP_POINTS = 256
+
+
+def _all_straight(path) -> bool:
+    """Whether every piece of a structured path is affine in its parameter (sweepable)."""
+    from ._sweep import affine_coefficients
+
+    return all(affine_coefficients(p.combination()[1]) for p in path.pieces())
+
+
 def _tiny_structured(fn, start, sweep, mesh) -> bool:
     """Whether an `Objective` on a structured path is so small (N·m < `TINY_ENTRIES`, on CPU, no mesh,
     automatic sweep) that the plain kernel evaluates it faster than the structured kernels."""
@@ -315,8 +329,8 @@ def evaluate_path(
     - several devices: vmapped chunks inside `shard_map`, as many points per chunk as fit in the
       budget;
     - an `Objective` on a structured path: on CPU, when N·m < 2^16 (`TINY_ENTRIES`: a point costs
-      microseconds), the plain kernel below (its groups of points beat the point kernel's one point
-      per loop step); else the sweep on a straight piece on CPU with
+      microseconds), the sweep from P ≥ 256 points on straight pieces, else the plain kernel below
+      (its groups of points beat the point kernel's one point per loop step); else the sweep on a straight piece on CPU with
       P ≥ s·(16 + 380·f) points, else the structured point kernel (one executable, a loop over
       groups of points; on CPU groups of one point once a point's working set passes 64 MiB; the
       first layer per point or precomputed, by the cost model of the module docstring);
@@ -407,9 +421,11 @@ def evaluate_path(
         if own is not None:
             return jnp.asarray(own)
 
-    if structured and _structured_ok(fn, path) and not _tiny_structured(fn, start, sweep, mesh):
-        return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh, data_axis,
-                                    n_pdev, n_ddev, dtype, sweep)
+    if structured and _structured_ok(fn, path):
+        tiny = _tiny_structured(fn, start, sweep, mesh)
+        if not tiny or (ts_np.shape[0] >= TINY_SWEEP_POINTS and _all_straight(path)):
+            return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh,
+                                        data_axis, n_pdev, n_ddev, dtype, True if tiny else sweep)
 
     if mesh is None:
         # the plain kernel (`jaxland.engine._plain`): one executable, a loop over groups of points

@@ -39,7 +39,8 @@ arguments, not baked into the program; the compiled kernels are cached by the ja
 input types (plus the identity of any opaque Python object a primitive carries, e.g. a callback). So
 ``evaluate_path(lambda net: loss(net, x, y), path, ts)`` called again with a new lambda that computes
 the same thing reuses the compiled kernel; only the trace is repeated (milliseconds). A second,
-identity-keyed cache (the same function object, path structure and shapes) skips even the trace:
+identity-keyed cache (the same function, or a fresh lambda with the same code, closure and globals:
+`_evaluate._fn_fingerprint`; the same path structure and shapes) skips even the trace:
 like `jax.jit`, it assumes that a function object keeps computing the same thing.
 """
 
