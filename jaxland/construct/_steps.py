@@ -55,26 +55,36 @@ def _rank_ok(ratio, dtype) -> Array:
     return ratio > PINV_RTOL_FACTOR * jnp.finfo(dtype).eps
 
 
+def _norm_rows(A) -> Array:
+    """‖row‖ (keepdims) with a finite gradient at a zero row (0 there, where `jnp.linalg.norm`'s is
+    NaN): the same values as `jnp.linalg.norm(A, axis=1, keepdims=True)`."""
+    sq = jnp.sum(A * A, axis=1, keepdims=True)
+    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1)), 0)
+
+
 def _rotate_rows(U: Float[Array, "m n"], T: Float[Array, "m n"], s) -> Float[Array, "m n"]:
     """Rows of U turned to the rows of T: the great-circle arc between the directions, the norm
     interpolated linearly (so unit rows stay on the sphere); a straight segment where a row is zero;
     exactly U at s = 0 and T at s = 1. Antipodal rows turn through a fixed orthogonal direction."""
-    nu = jnp.linalg.norm(U, axis=1, keepdims=True)
-    nt = jnp.linalg.norm(T, axis=1, keepdims=True)
+    # norms and angles with finite gradients where a row is zero or two rows are parallel (the
+    # unselected side of each `where` would otherwise send NaN through the gradient)
+    nu = _norm_rows(U)
+    nt = _norm_rows(T)
     both = (nu > 0) & (nt > 0)
     uh = U / jnp.where(nu > 0, nu, 1)
     th = T / jnp.where(nt > 0, nt, 1)
     c = jnp.sum(uh * th, axis=1, keepdims=True)
     w = th - c * uh
-    wn = jnp.linalg.norm(w, axis=1, keepdims=True)
+    wn = _norm_rows(w)
     # Orthogonal fallback for (anti)parallel rows: the coordinate axis least aligned with û.
     e = jax.nn.one_hot(jnp.argmin(jnp.abs(uh), axis=1), U.shape[1], dtype=U.dtype)
     f = e - jnp.sum(e * uh, axis=1, keepdims=True) * uh
-    f = f / jnp.maximum(jnp.linalg.norm(f, axis=1, keepdims=True), jnp.finfo(U.dtype).tiny)
+    f = f / jnp.maximum(_norm_rows(f), jnp.finfo(U.dtype).tiny)
     tiny = 1e3 * jnp.finfo(U.dtype).eps
     p = jnp.where(wn > tiny, w / jnp.where(wn > tiny, wn, 1), f)
-    phi = jnp.arctan2(wn, c)
-    phi = jnp.where(wn > tiny, phi, jnp.where(c > 0, 0.0, jnp.pi))
+    ok = wn > tiny
+    phi = jnp.arctan2(jnp.where(ok, wn, 1), jnp.where(ok, c, 1))
+    phi = jnp.where(ok, phi, jnp.where(c > 0, 0.0, jnp.pi))
     r = (1 - s) * nu + s * nt
     arc = r * (jnp.cos(s * phi) * uh + jnp.sin(s * phi) * p)
     lin = (1 - s) * U + s * T

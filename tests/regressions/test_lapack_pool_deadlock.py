@@ -186,3 +186,35 @@ def test_issue_reproduction_finishes():
     # same operations per point batched and eager; 1000·ε is the resolution of the pseudo-inverse
     # (PINV_RTOL_FACTOR): measured 0 on jax 0.10.2
     assert worst <= 1000 * 2.2e-16, worst
+
+
+def test_grouped_points_equal_eager_in_any_order():
+    """The grouping (sort by segment, chunks of one segment, scatter back) returns every point in
+    the order of ts: unsorted t, repeated t, all t in one segment (the most chunks per segment),
+    breakpoints; values, diagnostics and d/dt equal the per-point eager results."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    path = _small_skipnet_path(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    S = path.num_segments
+    rng = np.random.default_rng(0)
+    one_seg = (3 + rng.uniform(0, 1, 40)) / S  # 40 points inside segment 3
+    mixed = np.concatenate([rng.uniform(0, 1, 23), np.arange(S + 1) / S, [0.5, 0.5, 0.0, 1.0]])
+    rng.shuffle(mixed)
+    tol = 1000 * float(jnp.finfo(path.dtype).eps)  # as in benchmarks/soak.py: `tolerance`
+    phi = lambda t: sum(jnp.sum(v * v) for v in jax.tree.leaves(eqx.filter(path(t),
+                                                                          eqx.is_inexact_array)))
+    for ts in (np.array([0.3]), one_seg, mixed):
+        ts = jnp.asarray(ts, path.dtype)
+        batch = jax.jit(jax.vmap(path))(ts)
+        ratio, res = jax.jit(jax.vmap(path.diag))(ts)
+        g = jax.jit(jax.vmap(jax.grad(phi)))(ts)
+        for i in range(ts.shape[0]):
+            for e, b in zip(jax.tree.leaves(path(ts[i])), jax.tree.leaves(batch), strict=True):
+                assert float(jnp.max(jnp.abs(e - b[i]))) <= tol * max(1.0, float(jnp.max(jnp.abs(b))))
+            er, es = path.diag(ts[i])
+            assert abs(float(er) - float(ratio[i])) <= tol and abs(float(es) - float(res[i])) <= tol
+            ge = float(jax.grad(phi)(ts[i]))
+            assert abs(ge - float(g[i])) <= tol * max(1.0, abs(ge)), (float(ts[i]), ge, float(g[i]))
