@@ -22,17 +22,17 @@ test: $(VENV)/.installed test-min chromium
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The lowest declared versions (pyproject's lower bounds of jax, jaxlib, equinox, optax, chex,
-# jaxtyping, optimistix, lineax, pinned by tools/min_constraints.py) in their own venv, and a fast
+# jaxtyping, optimistix, lineax, pinned by tests/min_constraints.py) in their own venv, and a fast
 # subset of the tests against them (about a minute of CPU).
 VENV_MIN ?= .venv-min
 PY_MIN := $(VENV_MIN)/bin/python
 MIN_TESTS ?= tests/test_min_versions.py tests/test_paths.py tests/test_metrics.py \
 	tests/test_critical.py tests/test_train.py tests/test_lemma10.py
 
-$(VENV_MIN)/.installed: pyproject.toml tools/min_constraints.py
+$(VENV_MIN)/.installed: pyproject.toml tests/min_constraints.py
 	$(PYTHON) -m venv $(VENV_MIN)
 	$(PY_MIN) -m pip install --quiet --upgrade pip
-	$(PY_MIN) tools/min_constraints.py > $(VENV_MIN)/constraints.txt
+	$(PY_MIN) tests/min_constraints.py > $(VENV_MIN)/constraints.txt
 	$(PY_MIN) -m pip install --quiet -c $(VENV_MIN)/constraints.txt -e . pytest pytest-xdist \
 		hypothesis beartype
 	touch $@

@@ -1,5 +1,5 @@
 """The declared lower bounds are the tested versions: `make test-min` pins pyproject's lower bounds
-(tools/min_constraints.py), and `make test` (what CI runs) runs it."""
+(tests/min_constraints.py), and `make test` (what CI runs) runs it."""
 
 import importlib.metadata
 import importlib.util
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("min_constraints", ROOT / "tools" / "min_constraints.py")
+    spec = importlib.util.spec_from_file_location("min_constraints", ROOT / "tests" / "min_constraints.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -59,7 +59,7 @@ def test_make_test_runs_test_min_and_ci_runs_make_test():
     make = (ROOT / "Makefile").read_text()
     test_rule = next(l for l in make.splitlines() if l.startswith("test:"))
     assert "test-min" in test_rule.split(":", 1)[1].split()
-    assert "tools/min_constraints.py" in make and "-c $(VENV_MIN)/constraints.txt" in make
+    assert "tests/min_constraints.py" in make and "-c $(VENV_MIN)/constraints.txt" in make
     ci = ROOT / ".ci" / "run"
     if ci.exists():
         assert [l for l in ci.read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))] \
