@@ -59,7 +59,7 @@ def is_param(x) -> bool:
 # --- running statistics ---------------------------------------------------------------------------
 
 
-def _is_linen_variables(x) -> bool:
+def is_linen_variables(x) -> bool:
     return isinstance(x, Mapping) and "params" in x and "batch_stats" in x
 
 
@@ -77,7 +77,7 @@ def _is_haiku_mapping(m) -> bool:
     return True
 
 
-def _is_haiku_pair(x) -> bool:
+def is_haiku_pair(x) -> bool:
     """A haiku `(params, state)` pair (from `hk.transform_with_state`'s `init`)."""
     return (type(x) is tuple and len(x) == 2 and "haiku" in sys.modules
             and _is_haiku_mapping(x[0]) and _is_haiku_mapping(x[1]) and len(x[1]) > 0)
@@ -91,7 +91,7 @@ def _is_all_stats(x) -> bool:
 
 
 def _is_container(x) -> bool:
-    return _is_all_stats(x) or _is_linen_variables(x) or _is_haiku_pair(x)
+    return _is_all_stats(x) or is_linen_variables(x) or is_haiku_pair(x)
 
 
 def _one_level(x) -> list:
@@ -106,7 +106,7 @@ def _container_flags(x) -> list[bool]:
         return [True] * len(jax.tree.leaves(x))
     flags: list[bool] = []
     for key, child in _one_level(x):
-        if _is_haiku_pair(x):
+        if is_haiku_pair(x):
             stats = getattr(key, "idx", None) == 1
         else:
             stats = getattr(key, "key", None) == "batch_stats"

@@ -47,7 +47,7 @@ from jaxtyping import PyTree
 
 from .._params import is_param, tree_lerp
 from ._spec import _default_apply, flatten, split_net
-from ._trace import _is_lit, trace
+from ._trace import _is_lit, _jaxpr_as_fun, trace
 
 __all__ = ["repair", "interpolate"]
 
@@ -60,14 +60,6 @@ class _Point(NamedTuple):
     axis: int  # its channel axis
     shift: tuple[int, int]  # (traced leaf index, channel axis) of β
     scale: tuple[int, int]  # (traced leaf index, channel axis) of γ or W
-
-
-def _jaxpr_as_fun(closed):
-    try:
-        from jax.extend.core import jaxpr_as_fun
-    except ImportError:  # jax.extend has no jaxpr_as_fun in this version
-        from jax._src.core import jaxpr_as_fun
-    return jaxpr_as_fun(closed)
 
 
 def _points(an, closed, n_leaves: int) -> list[_Point]:

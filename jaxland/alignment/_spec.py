@@ -578,7 +578,7 @@ class _TracedActivations:
         closed = jax.make_jaxpr(fn)(vals, x)
         eqns = closed.jaxpr.eqns
         outs = [eqns[k].outvars[o] for _, (k, o, _) in self.sites]
-        from ._repair import _jaxpr_as_fun
+        from ._trace import _jaxpr_as_fun
 
         c = type(closed)(closed.jaxpr.replace(outvars=outs), closed.consts)
         got = jax.jit(_jaxpr_as_fun(c))(*jax.tree_util.tree_leaves(vals), x)

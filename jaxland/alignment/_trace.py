@@ -418,3 +418,11 @@ def trace(fn: Callable, dyn_leaves: list, x) -> tuple[Analysis, Any, list]:
         for i in range(len(o.aval.shape)):
             an.fix_axis(o, i, "an axis of the output")
     return an, closed, leaf_vars
+
+
+def _jaxpr_as_fun(closed):
+    try:
+        from jax.extend.core import jaxpr_as_fun
+    except ImportError:  # jax.extend has no jaxpr_as_fun in this version
+        from jax._src.core import jaxpr_as_fun
+    return jaxpr_as_fun(closed)

@@ -60,7 +60,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
-from .. import _params
+from .._params import is_haiku_pair, is_linen_variables
 
 __all__ = ["recompute_batch_stats", "stateful_leaf"]
 
@@ -432,7 +432,7 @@ def recompute_batch_stats(
 def _is_stateful(x) -> bool:
     if isinstance(x, (eqx.nn.BatchNorm, eqx.nn.State)):
         return True
-    if _params._is_linen_variables(x) or _params._is_haiku_pair(x):  # linen / haiku statistics
+    if is_linen_variables(x) or is_haiku_pair(x):  # linen / haiku statistics
         return True
     nnx = sys.modules.get("flax.nnx")
     return nnx is not None and isinstance(x, (nnx.BatchNorm, nnx.BatchStat))
