@@ -92,6 +92,7 @@ from .model import (
     SkipNet as SkipNet,
     TwoLayer as TwoLayer,
     batch_stats_loss as batch_stats_loss,
+    full_batch_loss as full_batch_loss,
     check_data as check_data,
     data_loss as data_loss,
     digits_images as digits_images,

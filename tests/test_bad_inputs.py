@@ -68,6 +68,13 @@ def _batchnorm():
     return eqx.nn.make_with_state(eqx.nn.BatchNorm)(2, "batch")
 
 
+def _resnet():
+    """The smallest `DigitsResNet` (depth 4, width 2) and its BatchNorm state."""
+    import equinox as eqx
+
+    return eqx.nn.make_with_state(jl.DigitsResNet)(4, 2, key=jax.random.PRNGKey(0))
+
+
 def case(id_, call, name, *, exc=BAD, marks=()):
     """`call(s)` must raise `exc` with a message naming `name` (a regex, matched as a word)."""
     return pytest.param(call, exc, name, id=id_, marks=marks)
@@ -615,6 +622,15 @@ CASES = [
     case("align-data-shape",
          lambda s: jl.align(s.net, s.net_b, method="activations", data=s.rows[:, :1]), "data"),
     case("align-spec", lambda s: jl.align(s.net, s.net_b, spec=3), "spec"),
+    # ---- the digits ResNet of `jaxland figure1` --------------------------------------------------
+    case("digits_images-x", lambda s: jl.digits_images(jnp.ones((3, 63))), "x"),
+    case("batch_stats_loss-y", lambda s: jl.batch_stats_loss(*_resnet(), jnp.ones((3, 1, 8, 8)),
+                                                             jnp.zeros(2, jnp.int32)), "y"),
+    case("full_batch_loss-x", lambda s: jl.full_batch_loss(*_resnet(), jnp.ones((3, 8, 8)),
+                                                           jnp.zeros(3, jnp.int32)), "x"),
+    case("train_digits_resnet-steps",
+         lambda s: jl.train_digits_resnet(*_resnet(), jnp.ones((3, 1, 8, 8)),
+                                          jnp.zeros(3, jnp.int32), key=s.key, steps=0), "steps"),
     case("repair-t", lambda s: jl.repair(s.net, s.net, s.net_b, 1.5, s.x), "t"),
     case("apply_perms-perms", lambda s: jl.apply_perms(s.net, {"hidden": np.arange(4)}), "perms"),
     case("permutation_spec-groups", lambda s: jl.permutation_spec(s.net, [("W1", 0)]), "groups"),
@@ -669,4 +685,5 @@ NOT_TABLED = {
     "check_same_structure",  # itself the check (raises naming its own `names`)
     "tree_index",
     "tree_norm",  # pytree helpers re-exported for paths
+    "trainable",  # any pytree: splits its arrays into parameters and the rest
 }

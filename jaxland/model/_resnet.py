@@ -156,6 +156,15 @@ def _xent(logits, y):
     return jnp.mean(lse - jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0])
 
 
+def _check_xy(x, y) -> None:
+    """x (N, 1, 8, 8) images and y (N,) integer labels, as the losses below take them."""
+    if jnp.ndim(x) != 4 or tuple(jnp.shape(x)[1:]) != (1, 8, 8):
+        raise ValueError(f"x must have shape (N, 1, 8, 8) (`digits_images`); got {jnp.shape(x)}")
+    if jnp.shape(y) != (jnp.shape(x)[0],) or not jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
+        raise ValueError(f"y must be integer labels of shape ({jnp.shape(x)[0]},) to match x; got "
+                         f"shape {jnp.shape(y)}, dtype {jnp.asarray(y).dtype}")
+
+
 def batch_stats_loss(model: PyTree, state: eqx.nn.State, x: Float[Array, "N 1 8 8"],
                      y: Int[Array, " N"]) -> tuple[Array, Array]:
     """(softmax cross-entropy, accuracy) of `model` on (x, y), with every BatchNorm's statistics
@@ -164,6 +173,7 @@ def batch_stats_loss(model: PyTree, state: eqx.nn.State, x: Float[Array, "N 1 8 
     statistics included), so its Hessian is the Hessian of the full-batch training-mode loss."""
     from ._batch_stats import recompute_batch_stats
 
+    _check_xy(x, y)
     st = recompute_batch_stats(model, state, x, axis_name=AXIS)
     logits, _ = _forward(model, st, x, inference=True)
     acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(logits.dtype))
@@ -177,6 +187,7 @@ def full_batch_loss(model: PyTree, state: eqx.nn.State, x: Float[Array, "N 1 8 8
     is the criterion `recompute_batch_stats` meets; about a third of its cost (it skips the
     separate statistics pass), so the experiments evaluate grids and Hessians with it and check it
     against `batch_stats_loss` at sample points."""
+    _check_xy(x, y)
     logits, _ = _forward(model, state, x, inference=False)
     acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(logits.dtype))
     return _xent(logits, y), acc
@@ -195,6 +206,7 @@ def train_digits_resnet(model: PyTree, state: eqx.nn.State, x: Float[Array, "N 1
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
     check_key(key)
+    _check_xy(x, y)
     N = x.shape[0]
     bs = min(batch_size, N)
     per_epoch = N // bs
