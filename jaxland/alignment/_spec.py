@@ -452,14 +452,9 @@ def _auto_check(net) -> tuple[Callable | None, Any]:
     return _call_batch, x
 
 
-def traced_groups(net, apply: Callable, example_input, *, strict: bool = True,
-                  with_sites: bool = False):
-    """The groups {name: [(leaf path, axis), …]} found by tracing ``apply(net, example_input)``
-    (and, `with_sites`, {name: (equation index, output index, axis)}: the value of the group's
-    units that activation matching compares — the last ReLU (else the last value) in the order of
-    the computation whose axis is the group's)."""
-    from ._trace import trace
-
+def _of_arrays(net, apply: Callable):
+    """``apply(net, x)`` as ``fn(values, x)`` of the net's array leaves (what tracing follows), with
+    those values, the flattened net and the indices of its array leaves among `flat.leaves`."""
     tree, rebuild = split_net(net)
     flat = flatten(tree)
     dyn = [i for i, leaf in enumerate(flat.leaves) if eqx.is_array(leaf)]
@@ -470,8 +465,20 @@ def traced_groups(net, apply: Callable, example_input, *, strict: bool = True,
             leaves[i] = v
         return apply(rebuild(jax.tree_util.tree_unflatten(flat.treedef, leaves)), x)
 
+    return fn, [flat.leaves[i] for i in dyn], flat, dyn
+
+
+def traced_groups(net, apply: Callable, example_input, *, strict: bool = True,
+                  with_sites: bool = False):
+    """The groups {name: [(leaf path, axis), …]} found by tracing ``apply(net, example_input)``
+    (and, `with_sites`, {name: (equation index, output index, axis)}: the value of the group's
+    units that activation matching compares — the last ReLU (else the last value) in the order of
+    the computation whose axis is the group's)."""
+    from ._trace import trace
+
+    fn, values, flat, dyn = _of_arrays(net, apply)
     try:
-        an, closed, leaf_vars = trace(fn, [flat.leaves[i] for i in dyn], example_input)
+        an, closed, leaf_vars = trace(fn, values, example_input)
     except Exception as e:  # noqa: BLE001 - say which call failed, keep the cause
         raise ValueError(f"permutation_spec: tracing apply(net, example_input) failed with "
                          f"{type(e).__name__}: {e} (example_input of shape "
@@ -564,17 +571,7 @@ class _TracedActivations:
         self.apply, self.sites = apply, sites
 
     def __call__(self, net, x):
-        tree, rebuild = split_net(net)
-        flat = flatten(tree)
-        dyn = [i for i, leaf in enumerate(flat.leaves) if eqx.is_array(leaf)]
-
-        def fn(values, xx):
-            leaves = list(flat.leaves)
-            for i, v in zip(dyn, values, strict=True):
-                leaves[i] = v
-            return self.apply(rebuild(jax.tree_util.tree_unflatten(flat.treedef, leaves)), xx)
-
-        vals = [flat.leaves[i] for i in dyn]
+        fn, vals, _, _ = _of_arrays(net, self.apply)
         closed = jax.make_jaxpr(fn)(vals, x)
         eqns = closed.jaxpr.eqns
         outs = [eqns[k].outvars[o] for _, (k, o, _) in self.sites]
