@@ -299,7 +299,7 @@ def test_fresh_lambda_reuses_the_compiled_kernel(monkeypatch):
     plans = [c[0][0] for c in calls]
     assert plans[0].kernel is plans[1].kernel is plans[2].kernel
     assert plans[3].kernel is not plans[0].kernel
-    runner = plans[0].kernel.runners[plans[0].mode, plans[0].group]
+    runner = plans[0].kernel.runners[plans[0].mode, plans[0].group, plans[0].gemm]
     assert runner._cache_size() == 1  # compiled once for the three calls
 
 
@@ -340,9 +340,9 @@ class _CNN(eqx.Module):
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_equinox_models_float64(monkeypatch, model):
-    """eqx.nn.MLP (device loop) and an equinox CNN (convolutions: the host loop on CPU) along a
-    segment, with a user's cross-entropy: equal to a Python loop over the points in float64
-    (rounding only: 1e-12)."""
+    """eqx.nn.MLP (device loop) and an equinox CNN (on CPU its convolutions as im2col GEMMs in the
+    device loop) along a segment, with a user's cross-entropy: equal to a Python loop over the
+    points in float64 (rounding only: 1e-12)."""
     calls = _spy(monkeypatch, plain, "plain_values")
     with jax.enable_x64(True):
         ka, kb = jax.random.split(jax.random.key(0))
@@ -365,8 +365,8 @@ def test_equinox_models_float64(monkeypatch, model):
         want = [float(loss(path(jnp.float64(t)))) for t in TS]
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
     (args, _), = calls
-    assert args[0].mode == ("host" if model == "cnn" and jax.default_backend() == "cpu"
-                            else "device")
+    assert args[0].mode == "device"
+    assert args[0].gemm == (model == "cnn" and jax.default_backend() == "cpu")
 
 
 @pytest.mark.parametrize("structured", [True, False])

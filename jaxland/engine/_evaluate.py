@@ -24,8 +24,9 @@
    model: an `eqx.nn.MLP`, a CNN, a dict of arrays) and any path: one executable per call, a
    `fori_loop` over groups of k points with a traced trip count; k from one point's traced FLOPs
    and peak memory (k = 1 for a point above 2 MFLOP on CPU, up to 64 for cheap points, as many as
-   fit in half the memory budget on an accelerator); with a convolution on CPU a Python loop over a
-   jitted group instead (XLA:CPU runs convolutions inside loops in a slow layout). The compiled
+   fit in half the memory budget on an accelerator); with a convolution on CPU the convolutions
+   become im2col GEMMs (`jaxland.engine._im2col`; XLA:CPU's own convolution is slower, and slower
+   still inside loops; `conv="native"` keeps it, in a Python loop over a jitted group). The compiled
    kernel is cached by the traced computation, so a fresh lambda computing the same thing does not
    recompile.
 3. **Sharded** — with several devices (or a `mesh`), chunks of points vmapped inside `shard_map`,
@@ -290,6 +291,7 @@ def evaluate_path(
     sweep: bool | None = None,
     mesh: Mesh | None = None,
     devices: Sequence | None = None,
+    conv: str = "auto",
 ) -> PyTree:
     """F(γ(t)) at every t in `ts`: one compiled loop over the points, or the structured kernels.
 
@@ -323,6 +325,10 @@ def evaluate_path(
       `Objective`'s samples are split and the loss sums `psum`-med). Default: all devices on "points"
       (global devices in a multi-host run after `jax.distributed.initialize()`, same call).
     - `devices`: alternatively, the devices to shard the points over.
+    - `conv`: how the plain kernel (one device) computes the convolutions of fn: "gemm" as im2col
+      matrix products (`jaxland.engine._im2col`: one strided slice per kernel offset, one GEMM;
+      equal to rounding), "native" as XLA's own convolution, "auto" (default) "gemm" on CPU,
+      where XLA:CPU's convolution is the slower one, and "native" elsewhere.
 
     **The kernel choice rule** (cost model from the traced computation; details in
     `jaxland.engine._plain` and `jaxland.engine._sweep`):
@@ -337,8 +343,9 @@ def evaluate_path(
     - anything else: the plain kernel, one executable looping over groups of k points: on CPU k = 1
       when one point costs ≥ 2 MFLOP (0.5 MFLOP with convolutions), otherwise the largest power of
       two ≤ 64 with k·FLOPs ≤ 8 MFLOP and k·(peak bytes) ≤ 4 MiB; on an accelerator k = budget /
-      (2·peak bytes); always k·(peak bytes) ≤ `memory_budget`. With a convolution on CPU, a Python
-      loop over one jitted group instead of the device loop. The compiled kernel is cached by the
+      (2·peak bytes); always k·(peak bytes) ≤ `memory_budget`. With a convolution on CPU, the
+      convolutions as im2col GEMMs inside the device loop (`conv="native"`: XLA's convolution in a
+      Python loop over one jitted group instead). The compiled kernel is cached by the
       traced computation (jaxpr text and types): a fresh lambda with the same body and captured
       arrays of the same shapes does not recompile (it is traced again: milliseconds).
 
@@ -356,6 +363,8 @@ def evaluate_path(
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size}")
     if sweep is not None and not isinstance(sweep, bool):
         raise TypeError(f"sweep must be None, True or False; got {sweep!r}")
+    if conv not in ("auto", "gemm", "native"):
+        raise ValueError(f"conv must be 'auto', 'gemm' or 'native'; got {conv!r}")
     if memory_budget is not None and not memory_budget > 0:
         raise ValueError(f"memory_budget must be a positive number of bytes; got {memory_budget}")
     if batch_size is not None and data is None and not isinstance(fn, Objective):
@@ -429,7 +438,8 @@ def evaluate_path(
 
     if mesh is None:
         # the plain kernel (`jaxland.engine._plain`): one executable, a loop over groups of points
-        return _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype)
+        return _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype,
+                               conv)
 
     # sharded over a mesh: vmapped chunks of points inside `shard_map`. Check what fn returns, and
     # the per-point memory from a liveness walk over one point's jaxpr
@@ -466,7 +476,8 @@ def evaluate_path(
     return _chunked(run_chunk, ts_np, chunk, mesh, dtype)
 
 
-def _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype):
+def _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budget, dtype,
+                    conv="auto"):
     """F(γ(t)) with the plain kernel on one device (`jaxland.engine._plain`)."""
     dyn_all, static_all = eqx.partition((fn, path, data, batches), eqx.is_array)
     leaves, treedef = jax.tree.flatten(dyn_all)
@@ -479,5 +490,5 @@ def _evaluate_plain(fn, path, ts_np, data, batches, batch_size, chunk_size, budg
     key = _trace_key(dyn_all, static_all, batch_size, dtype)
     pl = _plain.plan(point, leaves, jnp.asarray(0.5, dtype), identity_key=key,
                      chunk_size=chunk_size, budget=budget, on_cpu=_on_cpu(None),
-                     num_points=ts_np.shape[0])
+                     num_points=ts_np.shape[0], conv=conv)
     return jax.tree.map(jnp.asarray, _plain.plain_values(pl, leaves, ts_np, dtype))

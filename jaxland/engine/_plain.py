@@ -18,11 +18,14 @@ same kernel), and no padded point is computed.
 **The kernel choice rule** (`choose_group`), from one point's jaxpr (`point_cost`: the FLOPs of its
 `dot_general`s and convolutions, and the peak bytes of the values it creates, from a liveness walk):
 
-- *mode*: "device" (the `fori_loop` above) unless the backend is a CPU and F contains a convolution;
-  then "host", a Python loop over one jitted group. XLA:CPU keeps a convolution inside a loop body in
-  the NCHW layout and runs it ≈ 5.7× slower than the NHWC (Eigen) convolution its layout pass picks
-  outside loops (measured on an equinox CNN: 152 against 26.6 CPU ms per point); the host loop's
-  dispatch (≈ 0.1–0.3 ms per call) is small next to a convolution network's point.
+- *convolutions on CPU* (`conv="auto"`, issue 20 §3): computed as im2col GEMMs
+  (`jaxland.engine._im2col`) inside the `fori_loop` ("device" mode). With `conv="native"` XLA's own
+  convolution is kept, and then the mode is "host", a Python loop over one jitted group: XLA:CPU
+  keeps a convolution inside a loop body in the NCHW layout and runs it ≈ 5.7× slower than the NHWC
+  (Eigen) convolution its layout pass picks outside loops (measured on an equinox CNN: 152 against
+  26.6 CPU ms per point); the host loop's dispatch (≈ 0.1–0.3 ms per call) is small next to a
+  convolution network's point. Measured on benchmarks/bench_paths.py's CNN (interleaved calls in
+  one process, `conv=` either way): the GEMM form MEASURED_GEMM.
 - *group size k* (points evaluated together under `jax.vmap` in one loop step): on a CPU k = 1
   unless one point costs less than `FLOP_TARGET` (2 MFLOP; a quarter of it with convolutions);
   then the largest power of two k ≤ `MAX_GROUP` with k·FLOPs ≤ 4·FLOP_TARGET and
@@ -56,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._batching import bucket
+from . import _im2col
 from ._chunks import _looped, _peak_bytes, _sub_jaxprs
 
 __all__: list[str] = []
@@ -186,13 +190,16 @@ class _Kernel:
         self.cost = cost
         self.runners: dict = {}
 
-    def _point(self, consts, leaves, t):
+    def _point(self, consts, leaves, t, gemm: bool = False):
+        if gemm:
+            return _im2col.eval_jaxpr(self.jaxpr, consts, *leaves, t)
         return jax.core.eval_jaxpr(self.jaxpr, consts, *leaves, t)
 
-    def device_runner(self, k: int):
+    def device_runner(self, k: int, gemm: bool = False):
         """jit(consts, leaves, ts (cap,), n_groups) -> one (cap,) array per output: a `fori_loop`
-        over n_groups groups of k points (the first n_groups·k entries are filled)."""
-        if ("device", k) not in self.runners:
+        over n_groups groups of k points (the first n_groups·k entries are filled). `gemm`: the
+        convolutions as im2col GEMMs (`_im2col`)."""
+        if ("device", k, gemm) not in self.runners:
 
             def run(consts, leaves, ts, n_groups):
                 cap = ts.shape[0]
@@ -200,30 +207,30 @@ class _Kernel:
 
                 def body(i, out):
                     if k == 1:
-                        vals = self._point(consts, leaves, ts[i])
+                        vals = self._point(consts, leaves, ts[i], gemm)
                         return [o.at[i].set(v) for o, v in zip(out, vals, strict=True)]
                     tg = jax.lax.dynamic_slice_in_dim(ts, i * k, k)
-                    vals = jax.vmap(lambda t: self._point(consts, leaves, t))(tg)
+                    vals = jax.vmap(lambda t: self._point(consts, leaves, t, gemm))(tg)
                     return [jax.lax.dynamic_update_slice_in_dim(o, v, i * k, 0)
                             for o, v in zip(out, vals, strict=True)]
 
                 return jax.lax.fori_loop(0, n_groups, body, out0)
 
-            self.runners["device", k] = jax.jit(run)
-        return self.runners["device", k]
+            self.runners["device", k, gemm] = jax.jit(run)
+        return self.runners["device", k, gemm]
 
-    def host_runner(self, k: int):
+    def host_runner(self, k: int, gemm: bool = False):
         """jit(consts, leaves, tg (k,)) -> one (k,) array per output: one group, called from a
         Python loop."""
-        if ("host", k) not in self.runners:
+        if ("host", k, gemm) not in self.runners:
 
             def run(consts, leaves, tg):
                 if k == 1:
-                    return [v[None] for v in self._point(consts, leaves, tg[0])]
-                return jax.vmap(lambda t: self._point(consts, leaves, t))(tg)
+                    return [v[None] for v in self._point(consts, leaves, tg[0], gemm)]
+                return jax.vmap(lambda t: self._point(consts, leaves, t, gemm))(tg)
 
-            self.runners["host", k] = jax.jit(run)
-        return self.runners["host", k]
+            self.runners["host", k, gemm] = jax.jit(run)
+        return self.runners["host", k, gemm]
 
 
 _KERNELS: OrderedDict = OrderedDict()  # computation_key -> _Kernel
@@ -245,10 +252,11 @@ class PlainPlan(NamedTuple):
     out_tree: Any
     group: int
     mode: str
+    gemm: bool = False
 
 
 def plan(point: Callable, leaves: list, t0, *, identity_key, chunk_size: int | None, budget: int,
-         on_cpu: bool, num_points: int) -> PlainPlan:
+         on_cpu: bool, num_points: int, conv: str = "auto") -> PlainPlan:
     """Trace (or find in the caches) `point(*leaves, t)`, check that it returns scalars, and choose
     the group size and mode (module docstring).
 
@@ -273,15 +281,17 @@ def plan(point: Callable, leaves: list, t0, *, identity_key, chunk_size: int | N
     if kernel is None:  # evicted since the trace was cached: trace again
         _TRACES.pop(identity_key, None)
         return plan(point, leaves, t0, identity_key=None, chunk_size=chunk_size, budget=budget,
-                    on_cpu=on_cpu, num_points=num_points)
+                    on_cpu=on_cpu, num_points=num_points, conv=conv)
     if chunk_size is not None:
         k = int(chunk_size)
     else:
         k = choose_group(kernel.cost, on_cpu=on_cpu, budget=budget)
     # never more points in a group than the call has (rounded up to a bucket: few compiled kernels)
     k = max(1, min(k, bucket(num_points)))
-    mode = "host" if (on_cpu and kernel.cost.has_conv) else "device"
-    return PlainPlan(kernel, consts, out_tree, k, mode)
+    gemm = conv == "gemm" or (conv == "auto" and on_cpu and kernel.cost.has_conv
+                              and _im2col.has_rewritable_conv(kernel.jaxpr))
+    mode = "host" if (on_cpu and kernel.cost.has_conv and not gemm) else "device"
+    return PlainPlan(kernel, consts, out_tree, k, mode, gemm)
 
 
 def plain_values(p: PlainPlan, leaves: list, ts: np.ndarray, dtype) -> Any:
@@ -293,11 +303,11 @@ def plain_values(p: PlainPlan, leaves: list, ts: np.ndarray, dtype) -> Any:
         ts = np.asarray(ts, np.dtype(dtype))
         ng = -(-Pn // k)
         padded = np.concatenate([ts, np.full(ng * k - Pn, ts[-1], ts.dtype)])
-        run = kern.host_runner(k)
+        run = kern.host_runner(k, p.gemm)
         outs = [run(p.consts, leaves, padded[i * k:(i + 1) * k]) for i in range(ng)]
         flat = [np.concatenate([np.asarray(o[j]) for o in outs])[:Pn]
                 for j in range(len(kern.out_avals))]
     else:
-        run = kern.device_runner(k)
+        run = kern.device_runner(k, p.gemm)
         flat = _looped(lambda seg, g: run(p.consts, leaves, seg, g), ts, k, dtype)
     return jax.tree.unflatten(p.out_tree, flat)
