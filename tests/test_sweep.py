@@ -207,3 +207,53 @@ def test_dispatch(monkeypatch):
     assert few.shape[0] < need and calls == [need, 3, few.shape[0]]
     assert_refuses(lambda: jaxland.evaluate_path(obj, jp.linear(a, b), many, sweep="yes"),
                    "sweep", TypeError, match="sweep must be None, True or False")
+
+
+# points clustered unevenly (a dense run, a sparse stretch, duplicates, unsorted): the blocks of
+# consecutive sorted points see very different numbers of switches (some none, some several
+# sub-blocks' worth)
+_UNEVEN = np.concatenate([np.linspace(0.30, 0.34, 17), np.random.default_rng(11).uniform(size=16),
+                          [0.0, 1.0, 0.5, 0.5]])  # P = 37
+
+
+@pytest.mark.parametrize("head", ["vmap", "shared"])
+@pytest.mark.parametrize("Pb", [1, 4, 32])
+@pytest.mark.parametrize("cls", [jaxland.SkipNet, jaxland.NoSkipNet, jaxland.TwoLayer],
+                         ids=lambda c: c.__name__)
+def test_sweep_blocks_of_points(monkeypatch, cls, Pb, head):
+    """Blocks of Pb points per scan step (P = 37 is not a multiple of Pb > 1; its bucket 48 is
+    padded to 64 for Pb = 32): several blocks with uneven switch counts, more switches in a block
+    than one sub-block (N·m = 1280 entries, about half switch), and Pb = 1 (no cumulative sum).
+    Against the plain evaluation in float64 with the module's RTOL64 = 1e-11: the block only
+    changes the order of the same additions (a cumulative sum over the block instead of one
+    scatter per point) and expands the s-polynomial weights once (products of three affine
+    matrices: a few roundings of ~1e-16 each), far below 1e-11."""
+    monkeypatch.setattr(sw, "_BLOCK_POINTS", Pb)
+    monkeypatch.setattr(sw, "_HEAD", head)  # both block heads: per-point `_head`, shared dots
+    seen = []
+    real_points, real_blocks = sw._sweep_scan, sw._sweep_blocks
+
+    def spy_points(*args):
+        seen.append((args[3].shape[0], 1))  # (padded P, Pb)
+        return real_points(*args)
+
+    def spy_blocks(*args):
+        seen.append((args[3].shape[0], args[-2]))
+        return real_blocks(*args)
+
+    monkeypatch.setattr(sw, "_sweep_scan", spy_points)
+    monkeypatch.setattr(sw, "_sweep_blocks", spy_blocks)
+    _compare(cls, "linear", _UNEVEN, seed=4, n=3, m=20, N=64, hidden=(3,))
+    assert seen and all(P % pb == 0 and pb == Pb for P, pb in seen)
+    assert seen[0][0] == {1: 48, 4: 48, 32: 64}[Pb]
+
+
+def test_block_points_rule():
+    """The automatic block: a power of two dividing the bucketed P, ≤ _BLOCK_MAX_POINTS, whose
+    switch coefficients fit in _BLOCK_BYTES; 1 when one point's already do not."""
+    assert sw.block_points(256, 5, 4, 1024) == 8  # the README toy in float32: 15 KiB a point
+    assert sw.block_points(256, 5, 8, 1024) == 4
+    assert sw.block_points(256, 5, 4, 12) == 4  # 12 = 3 · 4
+    assert sw.block_points(256, 5, 4, 3) == 1
+    assert sw.block_points(1, 1, 4, 4096) == sw._BLOCK_MAX_POINTS
+    assert sw.block_points(4096, 65, 4, 1024) == 1  # the reference problem: 3.1 MiB a point

@@ -20,7 +20,24 @@ State convention (the same for initial state and switches, so they never disagre
 D_i > 0 is active at s iff t_i < s, with D_i < 0 iff t_i ≥ s, with D_i = 0 iff A_i > 0. At s = t_i
 the unit contributes (A_i + t_i D_i)·R = 0 up to rounding, so the values equal the plain evaluation to
 rounding. The switches are grouped by point on the host (a stable counting sort by point index) and
-applied in fixed-size blocks on the device, so the compiled kernel has fixed shapes.
+applied in fixed-size sub-blocks on the device, so the compiled kernel has fixed shapes.
+
+Blocks of points (issue 20): when one point's coefficients (c × 3r numbers, c samples) are small,
+the scan visits blocks of Pb consecutive sorted points (`block_points`: the largest power of two
+dividing the bucketed P with Pb·c·3r numbers ≤ _BLOCK_BYTES = 128 KiB; Pb = 1, the point-by-point
+`_sweep_scan`, otherwise): the block's switches (contiguous in the grouped list, each with its point)
+are scattered into Δ (Pb·c, 3, r) at (point − p0, sample) with the carry in the first point's rows;
+C at the block's points is the cumulative sum of Δ over the points (a matmul with the lower triangle
+of ones: XLA:CPU's cumsum is a quadratic reduce_window); U, the head (`_head` vmapped over the
+points, or `_head_shared`'s dots with shared weights: `_HEAD`) and the loss are evaluated for the
+whole block. Larger blocks ran slower on XLA:CPU (per-element cost of the (…, 3, r)-minor layout
+once Δ leaves the first-level caches; Pb = 16 took 1.7–3× the time of Pb = 8). Measured (best of
+10 calls after a warm-up, fresh process per configuration, 2-core CPU, `evaluate_path(..., sweep=True)`
+on benchmarks/_sides_jax.py's problems; noise ±30 %): the README toy (N = 256, m = 32, float32,
+Pb = 8) 8.1 / 12.8 / 27 ms at P = 256 / 1024 / 4096, was 7.1 / 17.7–21 / 35 ms; its scan kernel
+alone ≈ 5.5 ms at P = 1024, was ≈ 9–13 ms; the rest is the fixed Python/dispatch cost of
+evaluate_path and sweep_values (≈ 4–5 ms per call). The reference problem keeps Pb = 1 (3.1 MiB a
+point): 1.60 / 2.70–2.80 s at P = 256 / 1024 against 1.62 / 2.17–2.70 s before (the same kernel).
 
 Used by `evaluate_path` for affine pieces on CPU (where the N × m × r products are the bottleneck);
 on accelerators the batched point-by-point kernel is the faster one.
@@ -64,6 +81,15 @@ SWEEP_MIN_ENTRIES = 1 << 16
 _SWEEP_SAMPLE_ENTRIES = 1 << 22
 #: rows of x on which `switch_fraction` estimates f
 _FRACTION_ROWS = 64
+#: the sweep's points per scan step (`block_points`): the block's switch coefficients
+#: (Pb × rows × 3r numbers) stay within this many bytes, Pb ≤ _BLOCK_MAX_POINTS; _BLOCK_POINTS
+#: (tests) overrides the choice
+_BLOCK_BYTES = 128 << 10
+_BLOCK_MAX_POINTS = 256
+_BLOCK_POINTS: int | None = None
+#: the head of a block of points: "shared" (dots with weights shared by the block's points,
+#: `_head_shared`) or "vmap" (`_head` per point)
+_HEAD = "vmap"
 
 
 def sweep_batch_rows(m: int, batch_size: int | None) -> int:
@@ -237,6 +263,104 @@ def _sweep_scan(obj, na, nb, s, A, D, tstar, events, bounds, y, w, block: int):
     return sums
 
 
+def _head_shared(U, na, nb, sb, is_two: bool, skip: bool):
+    """`_head` at a block of points at once: U (Pb, c, r) at the points sb (Pb,) of the piece
+    na + s·nb, as GEMMs with weights shared by all Pb·c rows. Every weight is affine in s, so
+    z θ(s)ᵀ = z θ_αᵀ + s (z θ_βᵀ), and the folded last layer W2(s) V1(s) θ_k(s) is a cubic in s whose
+    four coefficient matrices L_j are formed once: pred = Σ_j s^j (z L_jᵀ)."""
+    if is_two:
+        return U
+    Pb, c, _ = U.shape
+    d_g = na.V2.shape[0]
+    sc = sb.astype(U.dtype)[:, None, None]  # (Pb, 1, 1)
+    z = U[..., :d_g].reshape(Pb * c, d_g)
+    for ta, tb in zip(na.theta[:-1], nb.theta[:-1], strict=True):
+        h = ta.shape[0]
+        zz = (z @ jnp.concatenate([ta, tb], axis=0).T).reshape(Pb, c, 2 * h)
+        z = relu(zz[..., :h] + sc * zz[..., h:]).reshape(Pb * c, h)
+    Wa, Wb, Va, Vb, Ta, Tb = na.W2, nb.W2, na.V1, nb.V1, na.theta[-1], nb.theta[-1]
+    L = jnp.concatenate([Wa @ Va @ Ta,
+                         Wb @ Va @ Ta + Wa @ Vb @ Ta + Wa @ Va @ Tb,
+                         Wb @ Vb @ Ta + Wb @ Va @ Tb + Wa @ Vb @ Tb,
+                         Wb @ Vb @ Tb], axis=0)  # (4 d_y, h_{k−1})
+    d_y = Wa.shape[0]
+    q = (z @ L.T).reshape(Pb, c, 4 * d_y)
+    pred = q[..., :d_y] + sc * (q[..., d_y:2 * d_y] + sc * (q[..., 2 * d_y:3 * d_y]
+                                                            + sc * q[..., 3 * d_y:]))
+    return pred + U[..., d_g:] if skip else pred
+
+
+@eqx.filter_jit
+def _sweep_blocks(obj, na, nb, s, A, D, tstar, events, evpoint, bounds, y, w, sub: int, Pb: int,
+                  head: str = "shared"):
+    """Σ_samples w·L at each sorted point s (P,), P a multiple of `Pb`, sweeping the switches
+    `events` (flat indices into A, grouped by point: the switches before point p are
+    events[bounds[p−1]:bounds[p]]; `evpoint` their points) in blocks of `Pb` points."""
+    c, m = A.shape
+    is_two = isinstance(na, TwoLayer)
+    skip = isinstance(na, SkipNet)
+    lossfn = get_loss(obj.loss)
+    Ra, Rb = _rows(na), _rows(nb)  # (r, m)
+    s0 = s[0]
+    active = jnp.where(D > 0, tstar < s0, jnp.where(D < 0, tstar >= s0, A > 0))
+    AM, DM = jnp.where(active, A, 0), jnp.where(active, D, 0)
+    C = jnp.stack([AM @ Ra.T, DM @ Ra.T + AM @ Rb.T, DM @ Rb.T], axis=1)  # (c, 3, r)
+    AD = jnp.stack([A.reshape(-1), D.reshape(-1)], axis=1)  # (c·m, 2): one gather per sub-block
+    RT = jnp.concatenate([Ra.T, Rb.T], axis=1)  # (m, 2r)
+    r = Ra.shape[0]
+    lanes = jnp.arange(sub)
+    last_row = Pb * c - 1
+    tri = jnp.tril(jnp.ones((Pb, Pb), C.dtype))
+
+    def switch_sub(start, end, p0):
+        def body(j, Dl):
+            st = start + j * sub
+            idx = jax.lax.dynamic_slice(events, (st,), (sub,))
+            pt = jax.lax.dynamic_slice(evpoint, (st,), (sub,))
+            live = (st + lanes) < end
+            n_e, i_e = idx // m, idx % m
+            # rows (point − p0)·c + sample: the events are sorted by point and, within a point, by
+            # flat index (so by sample); dead lanes go to the last row (with a zero update) to keep
+            # the rows sorted
+            row = jnp.where(live, (pt - p0) * c + n_e, last_row)
+            ad = AD[idx]
+            # a unit with D > 0 switches on, with D < 0 off
+            sg = jnp.where(live, jnp.sign(ad[:, 1]), 0).astype(Dl.dtype)
+            rr = RT[i_e]  # (sub, 2r)
+            ra, rb = rr[:, :r], rr[:, r:]
+            a, d = (ad[:, 0] * sg)[:, None], (ad[:, 1] * sg)[:, None]
+            upd = jnp.stack([a * ra, d * ra + a * rb, d * rb], axis=1)
+            return Dl.at[row].add(upd, indices_are_sorted=True)
+
+        return body
+
+    def block(carry, b):
+        C, start = carry
+        p0 = b * Pb
+        end = bounds[p0 + Pb - 1]
+        # Δ (Pb·c, 3, r): the carry at the block's first point, the switches at their points; the
+        # cumulative sum over the points is C at every point of the block
+        Dl = jnp.concatenate([C, jnp.zeros(((Pb - 1) * c, 3, r), C.dtype)])
+        nsub = (end - start + sub - 1) // sub
+        Dl = jax.lax.fori_loop(0, nsub, switch_sub(start, end, p0), Dl)
+        # C at every point of the block: the cumulative sum over the points, as a matmul with the
+        # lower triangle of ones (XLA:CPU's cumsum is a quadratic reduce_window)
+        Cb = (tri @ Dl.reshape(Pb, c * 3 * r)).reshape(Pb, c, 3, r)
+        sb = jax.lax.dynamic_slice(s, (p0,), (Pb,))
+        sc = sb[:, None, None]
+        U = Cb[:, :, 0] + sc * (Cb[:, :, 1] + sc * Cb[:, :, 2])  # (Pb, c, r)
+        if head == "shared":
+            pred = _head_shared(U, na, nb, sb, is_two, skip)
+        else:
+            pred = jax.vmap(lambda u, sp: _head(u, _at(na, nb, sp), is_two, skip))(U, sb)
+        loss = jax.vmap(lambda pr: lossfn(pr, y))(pred)  # (Pb, c)
+        return (Cb[-1].reshape(c, 3, r), end), jnp.sum(loss * w, axis=1)
+
+    nblocks = s.shape[0] // Pb
+    (_, _), sums = jax.lax.scan(block, (C, jnp.asarray(0, events.dtype)), jnp.arange(nblocks))
+    return sums.reshape(-1)
+
+
 @eqx.filter_jit
 def _penalties(obj, na, nb, s):
     return jax.lax.map(lambda si: obj.penalty(_at(na, nb, si)), s, batch_size=min(s.shape[0], 64))
@@ -244,8 +368,8 @@ def _penalties(obj, na, nb, s):
 
 def _group_switches(point: np.ndarray, P: int):
     """Switch events between the sorted points: flat indices of the entries whose breakpoint t lies
-    in [s_0, s_{P−1}), grouped by the first point p with s_p > t (`point`, from `_breakpoints`), and
-    bounds[p] = number of switches up to point p."""
+    in [s_0, s_{P−1}), grouped by the first point p with s_p > t (`point`, from `_breakpoints`), their
+    points, and bounds[p] = number of switches up to point p."""
     point = point.reshape(-1)
     live = np.nonzero((point > 0) & (point < P))[0]
     point = point[live]  # in [1, P − 1]
@@ -253,7 +377,20 @@ def _group_switches(point: np.ndarray, P: int):
     order = np.argsort(key, kind="stable")
     events = live[order].astype(np.int32)
     bounds = np.cumsum(np.bincount(point, minlength=P)).astype(np.int32)
-    return events, bounds
+    return events, point[order].astype(np.int32), bounds
+
+
+def block_points(rows: int, r: int, itemsize: int, P: int) -> int:
+    """Points per scan step of the sweep: the largest power of two ≤ _BLOCK_MAX_POINTS whose
+    block of switch coefficients (Pb × rows × 3r numbers) fits in _BLOCK_BYTES, and that divides P
+    (the bucketed point count: no padding beyond it); at least 1."""
+    if _BLOCK_POINTS is not None:
+        return int(_BLOCK_POINTS)
+    pb = 1
+    while (2 * pb <= _BLOCK_MAX_POINTS and P % (2 * pb) == 0
+           and 2 * pb * rows * 3 * r * itemsize <= _BLOCK_BYTES):
+        pb *= 2
+    return pb
 
 
 def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
@@ -278,24 +415,34 @@ def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
     s_sorted = s[order].astype(np.dtype(dtype))
     # pad P to a bucketed size (repeating the last point) so that calls with varying P (refinement
     # rounds) reuse compiled kernels
-    s_pad = np.concatenate([s_sorted, np.full(bucket(Pn) - Pn, s_sorted[-1], s_sorted.dtype)])
+    P_b = bucket(Pn)
+    Pb = block_points(batches.x.shape[1], _rows(na).shape[0], np.dtype(dtype).itemsize, P_b)
+    P_b = -(-P_b // Pb) * Pb  # a whole number of blocks
+    s_pad = np.concatenate([s_sorted, np.full(P_b - Pn, s_sorted[-1], s_sorted.dtype)])
     s_dev = jnp.asarray(s_pad)
     gaps = np.diff(s_sorted.astype(np.float64))
     uniform = bool(Pn > 2 and gaps.max() - gaps.min() <= 0.25 * gaps.mean() and gaps.min() > 0)
     total = np.zeros(s_pad.shape[0], np.float64)
     for xc, yc, wc in zip(batches.x, batches.y, batches.w, strict=True):
         A, D, tstar, point = _breakpoints(na, nb, xc, s_dev, jnp.asarray(Pn, jnp.int32), uniform)
-        events, bounds = _group_switches(np.asarray(point), s_pad.shape[0])
-        # switches applied per scatter: about a quarter of the mean per point, at most 1024
+        events, evpoint, bounds = _group_switches(np.asarray(point), s_pad.shape[0])
+        # switches applied per scatter: about a quarter of the mean per block, at most 1024
         # (larger update blocks leave the caches: measured on the reference problem of
         # benchmarks/bench_paths.py, 8192 ran 1.4x slower than 2048 at P = 256)
-        per_point = events.shape[0] / s_pad.shape[0]
-        block = int(min(max(2 ** math.ceil(math.log2(max(per_point / 4, 1))), 128), 1024))
-        # pad the switch list to a bucketed length (+ one block of slack for the last slice)
-        ev = np.zeros(bucket(events.shape[0] + 1) + block, np.int32)
+        per_block = events.shape[0] * Pb / s_pad.shape[0]
+        sub = int(min(max(2 ** math.ceil(math.log2(max(per_block / 4, 1))), 128), 1024))
+        # pad the switch list to a bucketed length (+ one sub-block of slack for the last slice)
+        size = bucket(events.shape[0] + 1) + sub
+        ev = np.zeros(size, np.int32)
         ev[: events.shape[0]] = events
-        sums = _sweep_scan(obj, na, nb, s_dev, A, D, tstar, jnp.asarray(ev), jnp.asarray(bounds),
-                           yc, wc, block)
+        evp = np.zeros(size, np.int32)
+        evp[: events.shape[0]] = evpoint
+        if Pb == 1:
+            sums = _sweep_scan(obj, na, nb, s_dev, A, D, tstar, jnp.asarray(ev),
+                               jnp.asarray(bounds), yc, wc, sub)
+        else:
+            sums = _sweep_blocks(obj, na, nb, s_dev, A, D, tstar, jnp.asarray(ev),
+                                 jnp.asarray(evp), jnp.asarray(bounds), yc, wc, sub, Pb, _HEAD)
         total += np.asarray(sums, np.float64)
     vals = total / obj.num_samples + np.asarray(_penalties(obj, na, nb, s_dev), np.float64)
     out = np.empty(Pn, np.dtype(dtype))
