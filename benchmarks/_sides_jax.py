@@ -135,6 +135,7 @@ def paths(problem_name: str, Ps: list, methods: list, subset: int | None = None,
     Methods: ``objective_fn`` (`evaluate_path(objective_fn(x, y), path, ts)`, its own dispatch),
     ``sweep`` / ``point_kernel`` (the same with ``sweep=True`` / ``False``), ``user_function``
     (`evaluate_path(lambda net: loss(net), path, ts)`, a fresh lambda each call: the plain kernel),
+    ``user_function_native`` (the same with ``conv="native"``: XLA's own convolution),
     ``jax_loop`` (one jitted point in a Python loop) and ``jit_vmap`` (a plain
     ``jax.jit(jax.vmap(lambda t: loss(path(t))))``). The first three run at every P in `Ps`; the
     others, whose cost per point does not depend on P, on `subset` points when given (extrapolated
@@ -161,6 +162,9 @@ def paths(problem_name: str, Ps: list, methods: list, subset: int | None = None,
             ts = grid(P)
             if method == "user_function":
                 run = lambda ts=ts: _block(jaxland.evaluate_path(lambda net: fn(net), path, ts))  # noqa: E731
+            elif method == "user_function_native":  # XLA's own convolution (conv="native")
+                run = lambda ts=ts: _block(jaxland.evaluate_path(lambda net: fn(net), path, ts,  # noqa: E731
+                                                                 conv="native"))
             elif method == "jax_loop":
                 pt = jax.jit(lambda t: fn(path(t)))
                 run = lambda ts=ts, pt=pt: _block([pt(t) for t in ts])  # noqa: E731

@@ -20,7 +20,8 @@ Equinox models (any model, issue 15 §1), a user's mean cross-entropy on N = 204
 
 Methods (jaxland, `_sides_jax.paths`): ``objective_fn`` (`evaluate_path(objective_fn(x, y), path, ts)`,
 its own dispatch), ``sweep`` / ``point_kernel`` (forced), ``user_function`` (`evaluate_path(lambda net:
-loss(net), path, ts)`), ``jax_loop`` (one jitted point in a Python loop), ``jit_vmap`` (toy only: a
+loss(net), path, ts)`), ``jax_loop`` (one jitted point in a Python loop), ``user_function_native`` (cnn only: the same with
+``conv="native"``, XLA's own convolution instead of the im2col GEMMs), ``jit_vmap`` (toy only: a
 plain ``jax.jit(jax.vmap(lambda t: loss(path(t))))``). The peer (`_sides_torch`):
 ``loss_landscapes.linear_interpolation(a, b, Loss(loss, x, y), steps=S)`` on the identical PyTorch
 model and data, with PyTorch's default threads and with one thread (on a loaded machine or a tiny
@@ -61,7 +62,7 @@ ENGINE = ("objective_fn", "sweep", "point_kernel")
 RTOL = 1e-3  # values must equal the peer's to this relative accuracy (issue 3)
 TARGETS = {  # (problem, method, P): ratio against the peer's best process (issue 20 §2)
     ("toy", "user_function", 1024): 10.0, ("toy", "objective_fn", 1024): 10.0,
-    ("reference", "objective_fn", 256): 3.0,
+    ("reference", "objective_fn", 256): 3.0, ("cnn", "user_function", 64): 1.0,  # §3: the CNN
     **{("wide_input", "objective_fn", P): 4.0 for P in DISPATCH_POINTS},
 }
 PEAK_TARGET = {("reference", "user_function"): 0.85}  # fraction of XLA's GEMM peak (§2)
@@ -83,6 +84,8 @@ def plan(quick: bool, problems: list[str], subset: int | None, points: list[int]
             Ps = [16] if quick else [64]
             S = Ps[0]
             methods = ["user_function", "jax_loop"]
+            if p == "cnn":  # XLA's own convolution, against the default im2col GEMMs on CPU
+                methods.append("user_function_native")
         out[p] = dict(Ps=Ps, S=S, methods=methods)
     return out
 

@@ -24,8 +24,12 @@ same kernel), and no padded point is computed.
   keeps a convolution inside a loop body in the NCHW layout and runs it ≈ 5.7× slower than the NHWC
   (Eigen) convolution its layout pass picks outside loops (measured on an equinox CNN: 152 against
   26.6 CPU ms per point); the host loop's dispatch (≈ 0.1–0.3 ms per call) is small next to a
-  convolution network's point. Measured on benchmarks/bench_paths.py's CNN (interleaved calls in
-  one process, `conv=` either way): the GEMM form MEASURED_GEMM.
+  convolution network's point. Measured on benchmarks/bench_paths.py's CNN (Conv2d 1→16 5×5 s2,
+  16→32 3×3 s2, N = 2048, 64 points, 3 fresh processes per side, load 1.1–2.7): the GEMM form 34
+  points/s (median), XLA's convolution in the host loop 28 (1.21×; interleaved in one process
+  31.8 against 26.7). Each convolution alone is slower as a GEMM (35 / 30 ms against 17 / 19 ms
+  for the two layers: the patches are 25× / 9× the input), but in the loop the whole point is
+  faster. `conv="gemm"` with groups of k > 1 points was slower (k = 4: 18 points/s).
 - *group size k* (points evaluated together under `jax.vmap` in one loop step): on a CPU k = 1
   unless one point costs less than `FLOP_TARGET` (2 MFLOP; a quarter of it with convolutions);
   then the largest power of two k ≤ `MAX_GROUP` with k·FLOPs ≤ 4·FLOP_TARGET and

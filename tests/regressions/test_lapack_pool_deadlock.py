@@ -191,7 +191,8 @@ def test_issue_reproduction_finishes():
 def test_grouped_points_equal_eager_in_any_order():
     """The grouping (sort by segment, chunks of one segment, scatter back) returns every point in
     the order of ts: unsorted t, repeated t, all t in one segment (the most chunks per segment),
-    breakpoints; values, diagnostics and d/dt equal the per-point eager results.
+    breakpoints; values, diagnostics and d/dt equal the per-point results (one scalar t at a time,
+    unbatched).
 
     Run in a fresh child: inside a pytest-xdist worker that had run other test files first, XLA:CPU
     aborted while compiling one of these programs (twice, not reproduced in a fresh process; open,
@@ -218,15 +219,19 @@ def _grouped_check():
     tol = 1000 * float(jnp.finfo(path.dtype).eps)  # as in benchmarks/soak.py: `tolerance`
     phi = lambda t: sum(jnp.sum(v * v) for v in jax.tree.leaves(eqx.filter(path(t),
                                                                           eqx.is_inexact_array)))
+    # the per-point reference: one t at a time, not batched (the segment switch on a scalar t runs
+    # one segment), jitted once so that ~80 points × 3 functions do not run op by op (that took
+    # minutes, the longest test of the suite)
+    one, one_diag, one_grad = jax.jit(path), jax.jit(path.diag), jax.jit(jax.grad(phi))
     for ts in (np.array([0.3]), one_seg, mixed):
         ts = jnp.asarray(ts, path.dtype)
         batch = jax.jit(jax.vmap(path))(ts)
         ratio, res = jax.jit(jax.vmap(path.diag))(ts)
         g = jax.jit(jax.vmap(jax.grad(phi)))(ts)
         for i in range(ts.shape[0]):
-            for e, b in zip(jax.tree.leaves(path(ts[i])), jax.tree.leaves(batch), strict=True):
+            for e, b in zip(jax.tree.leaves(one(ts[i])), jax.tree.leaves(batch), strict=True):
                 assert float(jnp.max(jnp.abs(e - b[i]))) <= tol * max(1.0, float(jnp.max(jnp.abs(b))))
-            er, es = path.diag(ts[i])
+            er, es = one_diag(ts[i])
             assert abs(float(er) - float(ratio[i])) <= tol and abs(float(es) - float(res[i])) <= tol
-            ge = float(jax.grad(phi)(ts[i]))
+            ge = float(one_grad(ts[i]))
             assert abs(ge - float(g[i])) <= tol * max(1.0, abs(ge)), (float(ts[i]), ge, float(g[i]))
