@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import math
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -143,7 +144,7 @@ def _run_plain(fn, path, ts, data, batches, batch_size, mesh, data_axis):
 
 
 def _param_dtype(path) -> Any:
-    leaves = [l for l in jax.tree.leaves(eqx.filter(path, eqx.is_inexact_array))]
+    leaves = [l for l in jax.tree.leaves(path) if eqx.is_inexact_array(l)]
     if not leaves:
         try:
             leaves = jax.tree.leaves(jax.eval_shape(path, jnp.asarray(0.0)))
@@ -246,6 +247,58 @@ def _start_shape(path, dtype):
     return start
 
 
+#: per-object facts of a path or an `Objective` (issue 20: on a tiny problem recomputing them was
+#: most of a call's host work): id -> (the object, a dict of facts filled lazily), bounded
+_OBJECT_FACTS: OrderedDict = OrderedDict()
+_MAX_OBJECT_FACTS = 8
+
+
+def _immutable(tree) -> bool:
+    """Whether `tree`'s leaves cannot change under a fixed object identity: JAX arrays (immutable;
+    not tracers), Python scalars, functions. A NumPy leaf (mutable in place) gives False."""
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.core.Tracer):
+            return False
+        if not (isinstance(leaf, (jax.Array, *_SCALARS)) or isinstance(leaf, types.FunctionType)):
+            return False
+    return True
+
+
+def _facts(obj) -> dict:
+    """A dict of cached facts about `obj` (a path, an `Objective`): the same dict while the same
+    object is passed again (held here, so its id stays valid; at most `_MAX_OBJECT_FACTS` objects),
+    a fresh empty dict for an object with mutable leaves (`_immutable`). What is stored must depend
+    only on the object's arrays and structure (and the x64 flag, part of the key)."""
+    key = (id(obj), bool(jax.config.jax_enable_x64))
+    hit = _OBJECT_FACTS.get(key)
+    if hit is not None and hit[0] is obj:
+        _OBJECT_FACTS.move_to_end(key)
+        return hit[1]
+    if not _immutable(obj):
+        return {}
+    facts: dict = {}
+    _OBJECT_FACTS[key] = (obj, facts)
+    while len(_OBJECT_FACTS) > _MAX_OBJECT_FACTS:
+        _OBJECT_FACTS.popitem(last=False)
+    return facts
+
+
+def _fact(facts: dict, name, compute):
+    if name not in facts:
+        facts[name] = compute()
+    return facts[name]
+
+
+def _combinations(path, facts: dict):
+    """The path's pieces and their `combination()`s (None where a piece has none), computed once
+    per path object."""
+    def compute():
+        pieces = path.pieces()
+        return pieces, [p.combination() for p in pieces]
+
+    return _fact(facts, "combinations", compute)
+
+
 #: below this many (sample, unit) entries N·m a point of a structured objective costs microseconds:
 #: the structured point kernel's one point per loop step is then slower than the plain kernel's
 #: groups of points (README-sized toy, N = 256, m = 32, P = 1024: 2–7× slower; issue 20), and the
@@ -260,11 +313,14 @@ TINY_ENTRIES = 1 << 16
 TINY_SWEEP_POINTS = 256
 
 
-def _all_straight(path) -> bool:
-    """Whether every piece of a structured path is affine in its parameter (sweepable)."""
+def _all_straight(path, combos=None) -> bool:
+    """Whether every piece of a structured path is affine in its parameter (sweepable); `combos`:
+    the pieces' `combination()`s when already computed."""
     from ._sweep import affine_coefficients
 
-    return all(affine_coefficients(p.combination()[1]) for p in path.pieces())
+    if combos is None:
+        combos = [p.combination() for p in path.pieces()]
+    return all(affine_coefficients(c[1]) for c in combos)
 
 
 def _tiny_structured(fn, start, sweep, mesh) -> bool:
@@ -402,7 +458,8 @@ def evaluate_path(
     data_axis = "data" if mesh is not None and "data" in mesh.axis_names else None
     n_ddev = 1 if data_axis is None else mesh.shape["data"]
     budget = default_memory_budget() if memory_budget is None else int(memory_budget)
-    dtype = _param_dtype(path)
+    path_facts = _facts(path)
+    dtype = _fact(path_facts, "dtype", lambda: _param_dtype(path))
     Pn = ts_np.shape[0]
 
     batches = None
@@ -410,14 +467,15 @@ def evaluate_path(
     if isinstance(fn, Objective):
         # shapes only: γ(0) is not computed (a long Concat would otherwise run eagerly op by op);
         # cached by the path's structure and shapes (a repeat call does not trace the path again)
-        start = _start_shape(path, dtype)
+        start = _fact(path_facts, "start", lambda: _start_shape(path, dtype))
         check_data(start, fn.x, fn.y, fn.loss)
         bs = batch_size
         if data_axis is not None:
             # every data device gets the same number of rows in every batch
             bs = fn.num_samples if bs is None else bs
             bs = int(math.ceil(min(bs, fn.num_samples) / n_ddev) * n_ddev)
-        batches, _ = _make_batches(fn.x, fn.y, bs, multiple=n_ddev)
+        batches = _fact(_facts(fn), ("batches", bs, n_ddev),
+                        lambda: _make_batches(fn.x, fn.y, bs, multiple=n_ddev)[0])
         if mesh is not None:
             spec = P(None, data_axis) if data_axis is not None else P()
             batches = jax.tree.map(lambda a: _global(a, mesh, spec), batches)
@@ -430,11 +488,15 @@ def evaluate_path(
         if own is not None:
             return jnp.asarray(own)
 
-    if structured and _structured_ok(fn, path):
+    if structured and isinstance(fn, Objective) and _structured_ok(
+            fn, path, _combinations(path, path_facts)[1]):
         tiny = _tiny_structured(fn, start, sweep, mesh)
-        if not tiny or (ts_np.shape[0] >= TINY_SWEEP_POINTS and _all_straight(path)):
+        combos = _combinations(path, path_facts)[1]
+        if not tiny or (ts_np.shape[0] >= TINY_SWEEP_POINTS and _all_straight(path, combos)):
             return _evaluate_structured(fn, path, ts_np, batches, chunk_size, budget, mesh,
-                                        data_axis, n_pdev, n_ddev, dtype, True if tiny else sweep)
+                                        data_axis, n_pdev, n_ddev, dtype, True if tiny else sweep,
+                                        combos=combos, path_facts=path_facts,
+                                        obj_facts=_facts(fn))
 
     if mesh is None:
         # the plain kernel (`jaxland.engine._plain`): one executable, a loop over groups of points

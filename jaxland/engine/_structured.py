@@ -38,6 +38,7 @@ from .._params import tree_combination
 from ..model._losses import get_loss
 from ..model._models import NoSkipNet, SkipNet, TwoLayer, relu
 from ..model._objective import Objective
+from ..paths._paths import AbstractPath
 from ._chunks import (
     _CPU_CHUNK_BYTES,
     _Batches,
@@ -47,16 +48,26 @@ from ._chunks import (
     _on_cpu,
     _round_chunk,
 )
-from ._sweep import sweep_batch_rows, sweep_values, switch_fraction, use_sweep
+from ._sweep import (
+    sweep_batch_rows,
+    sweep_endpoints,
+    sweep_values,
+    switch_fraction,
+    use_sweep,
+)
 
 _STRUCTURED_MODELS = (SkipNet, NoSkipNet, TwoLayer)
 
 
-def _structured_ok(fn, path) -> bool:
+def _structured_ok(fn, path, combos=None) -> bool:
+    """Whether the structured kernels apply: `fn` an `Objective`, every piece of `path` a
+    combination of `_STRUCTURED_MODELS` (`combos`: the pieces' `combination()`s when already
+    computed)."""
     if not isinstance(fn, Objective):
         return False
-    for piece in path.pieces():
-        c = piece.combination()
+    if combos is None:
+        combos = [piece.combination() for piece in path.pieces()]
+    for c in combos:
         if c is None or type(c[0]) not in _STRUCTURED_MODELS:
             return False
     return True
@@ -232,17 +243,28 @@ def _run_structured_loop(obj, basis, coef_fn, s, n_groups, batches, ax, group: i
 
 
 def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, data_axis, n_pdev,
-                         n_ddev, dtype, sweep=None):
-    pieces = path.pieces()
-    j, s = _locate(path, jnp.asarray(ts_np, dtype))
-    j, s = np.asarray(j), np.asarray(s)
+                         n_ddev, dtype, sweep=None, *, combos=None, path_facts=None, obj_facts=None):
+    """F at the points ts_np of a structured path (module docstring). `combos`: the pieces'
+    `combination()`s when already computed; `path_facts` / `obj_facts`: dicts in which facts that
+    depend only on the path (the sweep's endpoints) / the objective (its re-batched data) are kept
+    between calls (`_evaluate._facts`; fresh dicts when None)."""
+    path_facts = {} if path_facts is None else path_facts
+    obj_facts = {} if obj_facts is None else obj_facts
+    if combos is None:
+        combos = [piece.combination() for piece in path.pieces()]
+    if type(path).locate is AbstractPath.locate:  # one piece, s = t: no kernel call
+        s = np.asarray(jnp.asarray(ts_np, dtype))
+        j = np.zeros(s.shape, np.int32)
+    else:
+        j, s = _locate(path, jnp.asarray(ts_np, dtype))
+        j, s = np.asarray(j), np.asarray(s)
     Pn = ts_np.shape[0]
     out = None
     B = batches.x.shape[1]
-    work = []  # (indices, basis, coefficients, points per chunk allowed by the budget) per piece
+    work = []  # (piece, indices, basis, coefficients, points per chunk allowed by the budget) per piece
     for pj in np.unique(j):
         idx = np.nonzero(j == pj)[0]
-        basis, coef_fn = pieces[int(pj)].combination()
+        basis, coef_fn = combos[int(pj)]
         m = basis.W1.shape[-2]
         if chunk_size is None:
             itemsize = np.dtype(dtype).itemsize
@@ -263,16 +285,15 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
                 csz = min(csz, max(1, _CPU_CHUNK_BYTES // per_point) * n_pdev)
         else:
             csz = chunk_size
-        work.append((idx, basis, coef_fn, csz))
+        work.append((int(pj), idx, basis, coef_fn, csz))
     # One chunk shape for all pieces (one compiled kernel per basis size) unless padding the small
     # pieces to it would more than double the work; then each piece gets its own bucketed size.
-    counts = [w[0].shape[0] for w in work]
-    common = _round_chunk(min(w[3] for w in work), n_pdev, max(counts))
+    counts = [w[1].shape[0] for w in work]
+    common = _round_chunk(min(w[4] for w in work), n_pdev, max(counts))
     padded_work = sum(int(math.ceil(c / common)) * common for c in counts)
     use_common = padded_work <= 2 * Pn
 
-    sweep_batches = {}  # rows per batch -> the data re-batched for the sweep
-    for idx, basis, coef_fn, csz in work:
+    for pj, idx, basis, coef_fn, csz in work:
         s_piece = s[idx]
 
         def fraction(basis=basis, coef_fn=coef_fn, s_piece=s_piece):
@@ -283,9 +304,14 @@ def _evaluate_structured(obj, path, ts_np, batches, chunk_size, budget, mesh, da
                                       obj.num_samples * basis.W1.shape[-2], _on_cpu(None),
                                       fraction, 1.0 / rel_cost):
             rows = sweep_batch_rows(basis.W1.shape[-2], batches.x.shape[1])
-            if rows not in sweep_batches:  # the pieces of one path share it
-                sweep_batches[rows] = _make_batches(obj.x, obj.y, rows)[0]
-            vals = sweep_values(obj, basis, coef_fn, s[idx], sweep_batches[rows])
+            key = ("sweep batches", rows)
+            if key not in obj_facts:  # the data re-batched for the sweep (pieces and calls share it)
+                obj_facts[key] = _make_batches(obj.x, obj.y, rows)[0]
+            key = ("sweep endpoints", pj)
+            if key not in path_facts:
+                path_facts[key] = sweep_endpoints(basis, coef_fn)
+            vals = sweep_values(obj, basis, coef_fn, s[idx], obj_facts[("sweep batches", rows)],
+                                path_facts[key])
             if out is None:
                 out = np.zeros((Pn,), vals.dtype)
             out[idx] = vals

@@ -36,7 +36,8 @@ once Δ leaves the first-level caches; Pb = 16 took 1.7–3× the time of Pb = 8
 on benchmarks/_sides_jax.py's problems; noise ±30 %): the README toy (N = 256, m = 32, float32,
 Pb = 8) 8.1 / 12.8 / 27 ms at P = 256 / 1024 / 4096, was 7.1 / 17.7–21 / 35 ms; its scan kernel
 alone ≈ 5.5 ms at P = 1024, was ≈ 9–13 ms; the rest is the fixed Python/dispatch cost of
-evaluate_path and sweep_values (≈ 4–5 ms per call). The reference problem keeps Pb = 1 (3.1 MiB a
+evaluate_path and sweep_values (≈ 4–5 ms per call; ≈ 1.5–2 ms since the per-object caches of
+`_evaluate._facts` and the skipped κ = 0 penalty: 7.0–9.6 ms a call, was 12.7–15.2, interleaved runs). The reference problem keeps Pb = 1 (3.1 MiB a
 point): 1.60 / 2.70–2.80 s at P = 256 / 1024 against 1.62 / 2.17–2.70 s before (the same kernel).
 
 Used by `evaluate_path` for affine pieces on CPU (where the N × m × r products are the bottleneck);
@@ -55,6 +56,8 @@ import numpy as np
 from .._params import tree_combination
 from ..model._losses import get_loss
 from ..model._models import NoSkipNet, SkipNet, TwoLayer, relu
+from ..model._objective import Objective
+from ..model._regularizer import regularizer
 from ..paths._paths import BernsteinCoefs, LinearCoefs, ReversedCoefs
 
 __all__: list[str] = []
@@ -158,6 +161,15 @@ def _rows(net):
     if isinstance(net, NoSkipNet):
         return net.V2
     return net.W2
+
+
+def _num_rows(net) -> int:
+    """r = `_rows(net).shape[0]`, from the shapes alone (no concatenation)."""
+    if isinstance(net, SkipNet):
+        return net.V2.shape[0] + net.W2.shape[0]
+    if isinstance(net, NoSkipNet):
+        return net.V2.shape[0]
+    return net.W2.shape[0]
 
 
 def _at(na, nb, s):
@@ -393,13 +405,68 @@ def block_points(rows: int, r: int, itemsize: int, P: int) -> int:
     return pb
 
 
-def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
+@jax.jit
+def _max_abs(na, nb):
+    """max over the leaves of max |na| + |nb| (a bound on every weight of na + s·nb, s ∈ [0, 1])."""
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(a) + jnp.abs(b)).astype(jnp.float32)
+                              for a, b in zip(jax.tree.leaves(na), jax.tree.leaves(nb),
+                                              strict=True)]))
+
+
+#: the regulariser rules of the structured models (`_penalty_is_sign_of_kappa`: only these are
+#: bounded there)
+_BUILTIN_REGULARIZERS = {T: regularizer.dispatch(T) for T in (SkipNet, NoSkipNet, TwoLayer)}
+
+
+def _regularizer_bounded(na, nb) -> bool:
+    """Whether R(na + s·nb) (`regularizer`) is finite for every s ∈ [0, 1], by a bound: every weight
+    is at most M = max |na| + |nb| in size, and every term and partial sum of R for a SkipNet,
+    NoSkipNet or TwoLayer with E weights in all is at most E²·max(M, 1)² (‖·‖₁‖·‖₂ products
+    ≤ E^1.5 M², ‖W2 V1‖₁ ≤ E² M², ‖θ‖_F ≤ √E M; squares summed ≤ E M²), so R is finite when
+    8·E²·max(M, 1)² ≤ the dtype's largest number (the 8: the four terms and rounding). Conservative:
+    False for any other model, a user-registered rule, non-finite weights."""
+    T = type(na)
+    if T not in _BUILTIN_REGULARIZERS or regularizer.dispatch(T) is not _BUILTIN_REGULARIZERS[T]:
+        return False
+    leaves = jax.tree.leaves(na)
+    dt = jnp.result_type(*leaves)
+    if not jnp.issubdtype(dt, jnp.floating):
+        return False
+    E = float(sum(int(np.prod(l.shape)) for l in leaves))
+    M = float(_max_abs(na, nb))
+    return bool(np.isfinite(M) and 8.0 * E * E * max(M, 1.0) ** 2 <= float(jnp.finfo(dt).max))
+
+
+def sweep_endpoints(basis, coef_fn):
+    """(na, nb, bounded): the affine piece γ(s) = Σ_k c_k(s) B_k as na + s·nb, and whether the
+    regulariser is finite all along it (`_regularizer_bounded`: then the penalty κR is exactly ±0
+    when κ = ±0 and `sweep_values` skips computing it). Depends only on the piece: `evaluate_path`
+    keeps it with the path (`_evaluate._facts`)."""
+    dtype = jnp.result_type(*jax.tree.leaves(basis))
+    c0 = jnp.asarray(coef_fn(jnp.asarray(0.0, dtype)), dtype)
+    c1 = jnp.asarray(coef_fn(jnp.asarray(1.0, dtype)), dtype)
+    na, nb = _endpoints(basis, c0, c1 - c0)
+    return na, nb, _regularizer_bounded(na, nb)
+
+
+def _zero_penalty(obj, bounded: bool):
+    """κ (a float, ±0.0) when the penalty κ·R(γ(s)) is exactly that at every point (a plain
+    `Objective`, κ = ±0, R finite along the piece: `bounded`), else None (compute it)."""
+    if not bounded or type(obj) is not Objective:
+        return None
+    k = float(obj.kappa)
+    return k if k == 0.0 else None
+
+
+def sweep_values(obj, basis, coef_fn, s, batches, ends=None) -> np.ndarray:
     """F(γ(s)) at the points s (P,) of an affine piece γ(s) = Σ_k c_k(s) B_k (module docstring).
 
     **Arguments:** `obj` the `Objective`; `basis`, `coef_fn` from the piece's `combination()`
     (`affine_coefficients(coef_fn)` must hold); `s` (P,) host array in [0, 1]; `batches` the padded
     data (x (nb, B, n), y (nb, B, …), w (nb, B)) in batches of at most `sweep_batch_rows(m)` rows
     (each batch is swept on its own and the loss sums are added).
+
+    `ends`: `sweep_endpoints(basis, coef_fn)` when already computed.
 
     **Returns:** (P,) NumPy array of F values in the order of `s`.
     """
@@ -408,15 +475,13 @@ def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
     dtype = jnp.result_type(*jax.tree.leaves(basis))
     s = np.asarray(s)
     Pn = s.shape[0]
-    c0 = jnp.asarray(coef_fn(jnp.asarray(0.0, dtype)), dtype)
-    c1 = jnp.asarray(coef_fn(jnp.asarray(1.0, dtype)), dtype)
-    na, nb = _endpoints(basis, c0, c1 - c0)
+    na, nb, bounded = sweep_endpoints(basis, coef_fn) if ends is None else ends
     order = np.argsort(s, kind="stable")
     s_sorted = s[order].astype(np.dtype(dtype))
     # pad P to a bucketed size (repeating the last point) so that calls with varying P (refinement
     # rounds) reuse compiled kernels
     P_b = bucket(Pn)
-    Pb = block_points(batches.x.shape[1], _rows(na).shape[0], np.dtype(dtype).itemsize, P_b)
+    Pb = block_points(batches.x.shape[1], _num_rows(na), np.dtype(dtype).itemsize, P_b)
     P_b = -(-P_b // Pb) * Pb  # a whole number of blocks
     s_pad = np.concatenate([s_sorted, np.full(P_b - Pn, s_sorted[-1], s_sorted.dtype)])
     s_dev = jnp.asarray(s_pad)
@@ -444,7 +509,12 @@ def sweep_values(obj, basis, coef_fn, s, batches) -> np.ndarray:
             sums = _sweep_blocks(obj, na, nb, s_dev, A, D, tstar, jnp.asarray(ev),
                                  jnp.asarray(evp), jnp.asarray(bounds), yc, wc, sub, Pb, _HEAD)
         total += np.asarray(sums, np.float64)
-    vals = total / obj.num_samples + np.asarray(_penalties(obj, na, nb, s_dev), np.float64)
+    kappa0 = _zero_penalty(obj, bounded)
+    if kappa0 is None:
+        pen = np.asarray(_penalties(obj, na, nb, s_dev), np.float64)
+    else:  # κ·R with κ = ±0 and R finite: exactly ±0 at every point, not computed
+        pen = np.full(s_pad.shape[0], kappa0, np.float64)
+    vals = total / obj.num_samples + pen
     out = np.empty(Pn, np.dtype(dtype))
     out[order] = vals[:Pn]
     return out
