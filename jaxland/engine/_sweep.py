@@ -223,6 +223,18 @@ def _head(U, net, is_two: bool, skip: bool):
     return pred + U[:, d_g:] if skip else pred
 
 
+def _switch_updates(AD, RT, idx, i_e, live, r: int, dtype):
+    """The rank-one changes (lanes, 3, r) of C's three coefficient rows for the switch events `idx`
+    (flat entry indices; `i_e` their units, `live` the lanes that hold an event): ±(A·R_α,
+    D·R_α + A·R_β, D·R_β), + for a unit switching on (D > 0), − for one switching off."""
+    ad = AD[idx]
+    sg = jnp.where(live, jnp.sign(ad[:, 1]), 0).astype(dtype)
+    rr = RT[i_e]  # (lanes, 2r)
+    ra, rb = rr[:, :r], rr[:, r:]
+    a, d = (ad[:, 0] * sg)[:, None], (ad[:, 1] * sg)[:, None]
+    return jnp.stack([a * ra, d * ra + a * rb, d * rb], axis=1)
+
+
 @eqx.filter_jit
 def _sweep_scan(obj, na, nb, s, A, D, tstar, events, bounds, y, w, block: int):
     """Σ_samples w·L at each sorted point s (P,), sweeping the switches `events` (flat indices into
@@ -250,13 +262,7 @@ def _sweep_scan(obj, na, nb, s, A, D, tstar, events, bounds, y, w, block: int):
             # within a point's group the switches are in increasing flat index, so by sample;
             # dead lanes go to the last row (with a zero update) to keep the rows sorted
             n_e = jnp.where(live, n_e, A.shape[0] - 1)
-            ad = AD[idx]
-            # a unit with D > 0 switches on, with D < 0 off
-            sg = jnp.where(live, jnp.sign(ad[:, 1]), 0).astype(C.dtype)
-            rr = RT[i_e]  # (block, 2r)
-            ra, rb = rr[:, :r], rr[:, r:]
-            a, d = (ad[:, 0] * sg)[:, None], (ad[:, 1] * sg)[:, None]
-            upd = jnp.stack([a * ra, d * ra + a * rb, d * rb], axis=1)
+            upd = _switch_updates(AD, RT, idx, i_e, live, r, C.dtype)
             return C.at[n_e].add(upd, indices_are_sorted=True)
 
         return body
@@ -335,13 +341,7 @@ def _sweep_blocks(obj, na, nb, s, A, D, tstar, events, evpoint, bounds, y, w, su
             # flat index (so by sample); dead lanes go to the last row (with a zero update) to keep
             # the rows sorted
             row = jnp.where(live, (pt - p0) * c + n_e, last_row)
-            ad = AD[idx]
-            # a unit with D > 0 switches on, with D < 0 off
-            sg = jnp.where(live, jnp.sign(ad[:, 1]), 0).astype(Dl.dtype)
-            rr = RT[i_e]  # (sub, 2r)
-            ra, rb = rr[:, :r], rr[:, r:]
-            a, d = (ad[:, 0] * sg)[:, None], (ad[:, 1] * sg)[:, None]
-            upd = jnp.stack([a * ra, d * ra + a * rb, d * rb], axis=1)
+            upd = _switch_updates(AD, RT, idx, i_e, live, r, Dl.dtype)
             return Dl.at[row].add(upd, indices_are_sorted=True)
 
         return body
