@@ -222,7 +222,8 @@ def _grouped_check():
     # the per-point reference: one t at a time, not batched (the segment switch on a scalar t runs
     # one segment), jitted once so that ~80 points × 3 functions do not run op by op (that took
     # minutes, the longest test of the suite)
-    one, one_diag, one_grad = jax.jit(path), jax.jit(path.diag), jax.jit(jax.grad(phi))
+    one = jax.jit(lambda t: path(t))  # path's arrays become constants of the jitted functions
+    one_diag, one_grad = jax.jit(lambda t: path.diag(t)), jax.jit(jax.grad(phi))
     for ts in (np.array([0.3]), one_seg, mixed):
         ts = jnp.asarray(ts, path.dtype)
         batch = jax.jit(jax.vmap(path))(ts)
